@@ -1,0 +1,175 @@
+"""Parameters of the GMOS node: one table (``PARAMETER_SPECS``) drives the ROS parameter declarations
+(name, default, description, range or choices) and the validation at start (``NodeParams.from_mapping``).
+
+Defaults follow the paper (window of 5 frames, motion threshold 0.5) and the ROS conventions of
+docs/ros.md (best-effort depth-1 image subscription, reliable outputs).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+MODELS = ("gmos_online", "gmos_s")
+PRECISIONS = ("fp32", "fp16", "bf16")
+QOS_PRESETS = ("SENSOR_DATA", "DEFAULT", "SYSTEM_DEFAULT", "RELIABLE", "BEST_EFFORT")
+INPUT_TRANSPORTS = ("raw", "compressed")
+INSTANCE_ENCODINGS = ("mono16", "mono8")
+
+
+class ParameterError(ValueError):
+    """A node parameter has a value outside what it accepts; the message names both."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One ROS parameter: its default and the values it accepts.
+
+    ``value_range`` is (min, max, step) for numbers (step 0 = continuous); ``choices`` for strings.
+    """
+
+    name: str
+    default: Any
+    description: str
+    value_range: Optional[tuple[float, float, float]] = None
+    choices: Optional[Sequence[str]] = None
+    read_only: bool = True  # changing most of them needs a re-configure
+
+    @property
+    def type(self) -> type:
+        return type(self.default)
+
+    def validate(self, value: Any) -> Any:
+        """Return the value converted to the spec's type, or raise ParameterError naming the problem."""
+        expected = self.type
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ParameterError(
+                f"parameter {self.name!r} = {value!r} ({type(value).__name__}); expected a {expected.__name__}"
+            )
+        if self.choices is not None and value not in self.choices:
+            raise ParameterError(f"parameter {self.name!r} = {value!r}; expected one of {list(self.choices)}")
+        if self.value_range is not None:
+            low, high, _ = self.value_range
+            if not (low <= value <= high):
+                raise ParameterError(f"parameter {self.name!r} = {value!r}; expected a value in [{low}, {high}]")
+        return value
+
+
+PARAMETER_SPECS: tuple[ParamSpec, ...] = (
+    # model
+    ParamSpec("model", "gmos_online", "model variant: gmos_online (instances + motion, causal tracking) or "
+              "gmos_s (foreground/background only)", choices=MODELS),
+    ParamSpec("pi3_weights", "", "Pi3 encoder weights (.safetensors); empty = the model's default location"),
+    ParamSpec("head_weights", "", "GMOS proposer or GMOS-S head weights (.safetensors)"),
+    ParamSpec("sam2_checkpoint", "", "SAM 2.1 Hiera-L checkpoint (.pt, loaded with weights_only=True)"),
+    ParamSpec("sam2_config", "configs/sam2.1/sam2.1_hiera_l.yaml", "SAM 2 hydra config name"),
+    ParamSpec("tiny_random_model", False, "use the tiny randomly-initialised test model (no weights; output is "
+              "meaningless, for pipeline tests only)"),
+    ParamSpec("device", "cuda", "torch device: cuda, cuda:N or cpu"),
+    ParamSpec("precision", "fp16", "inference precision", choices=PRECISIONS),
+    # thresholds and window
+    ParamSpec("motion_threshold", 0.5, "an object is MOVING when its motion probability exceeds this",
+              value_range=(0.0, 1.0, 0.0), read_only=False),
+    ParamSpec("mask_threshold", 0.5, "GMOS-S foreground probability threshold", value_range=(0.0, 1.0, 0.0),
+              read_only=False),
+    ParamSpec("window_size", 5, "frames per window (the model's window; 5 in the paper)",
+              value_range=(2, 16, 1)),
+    ParamSpec("process_every_nth", 1, "use only every Nth received frame (decimates fast cameras before the window)",
+              value_range=(1, 30, 1)),
+    # inputs
+    ParamSpec("input_transport", "raw", "raw: sensor_msgs/Image on 'image'; compressed: "
+              "sensor_msgs/CompressedImage on 'image/compressed'", choices=INPUT_TRANSPORTS),
+    ParamSpec("use_camera_info", False, "synchronise 'camera_info' with the image and republish it next to "
+              "the masks (dynamic_mask/camera_info)"),
+    ParamSpec("use_depth", False, "synchronise the registered depth image 'depth' (16UC1/mono16/32FC1)"),
+    ParamSpec("sync_slop_s", 0.01, "ApproximateTimeSynchronizer slop in seconds", value_range=(0.0, 1.0, 0.0)),
+    ParamSpec("sync_queue_size", 10, "ApproximateTimeSynchronizer queue size", value_range=(1, 100, 1)),
+    ParamSpec("image_qos", "SENSOR_DATA", "QoS preset of the input subscriptions", choices=QOS_PRESETS),
+    ParamSpec("image_qos_depth", 1, "history depth of the input subscriptions", value_range=(1, 100, 1)),
+    ParamSpec("output_qos", "DEFAULT", "QoS preset of the outputs (DEFAULT = reliable)", choices=QOS_PRESETS),
+    ParamSpec("output_qos_depth", 10, "history depth of the outputs", value_range=(1, 100, 1)),
+    # outputs
+    ParamSpec("publish_instance_mask", True, "publish the instance label image on 'instance_mask'"),
+    ParamSpec("instance_mask_encoding", "mono16", "encoding of the instance label image (mono8 writes ids "
+              "above 254 as 255)", choices=INSTANCE_ENCODINGS),
+    ParamSpec("publish_masked_depth", True, "publish 'masked_depth' (dynamic pixels zeroed) when use_depth"),
+    ParamSpec("publish_debug_image", True, "publish the overlay on 'debug_image' (only while subscribed)"),
+    # overload policy and diagnostics
+    ParamSpec("max_queue_frames", 10, "most received frames waiting for the worker; beyond it the oldest "
+              "whole window of waiting frames is dropped", value_range=(2, 1000, 1)),
+    ParamSpec("skip_backlog_frames", 3, "when this many frames wait at a window boundary, the next window is "
+              "pushed as context only (not segmented) to catch up", value_range=(1, 1000, 1)),
+    ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics", value_range=(0.05, 60.0, 0.0)),
+    ParamSpec("stats_window", 100, "number of recent frames the rates and timing statistics use",
+              value_range=(2, 10000, 1)),
+    ParamSpec("enabled", True, "start enabled (see the 'enable' service)", read_only=False),
+    ParamSpec("autostart", True, "configure and activate the lifecycle node at start"),
+)
+SPECS_BY_NAME: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETER_SPECS}
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """Validated node parameters (see PARAMETER_SPECS for meaning and ranges)."""
+
+    model: str = "gmos_online"
+    pi3_weights: str = ""
+    head_weights: str = ""
+    sam2_checkpoint: str = ""
+    sam2_config: str = "configs/sam2.1/sam2.1_hiera_l.yaml"
+    tiny_random_model: bool = False
+    device: str = "cuda"
+    precision: str = "fp16"
+    motion_threshold: float = 0.5
+    mask_threshold: float = 0.5
+    window_size: int = 5
+    process_every_nth: int = 1
+    input_transport: str = "raw"
+    use_camera_info: bool = False
+    use_depth: bool = False
+    sync_slop_s: float = 0.01
+    sync_queue_size: int = 10
+    image_qos: str = "SENSOR_DATA"
+    image_qos_depth: int = 1
+    output_qos: str = "DEFAULT"
+    output_qos_depth: int = 10
+    publish_instance_mask: bool = True
+    instance_mask_encoding: str = "mono16"
+    publish_masked_depth: bool = True
+    publish_debug_image: bool = True
+    max_queue_frames: int = 10
+    skip_backlog_frames: int = 3
+    diagnostics_period_s: float = 1.0
+    stats_window: int = 100
+    enabled: bool = True
+    autostart: bool = True
+
+    def __post_init__(self) -> None:
+        for spec in PARAMETER_SPECS:
+            object.__setattr__(self, spec.name, spec.validate(getattr(self, spec.name)))
+        device = self.device
+        if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+            raise ParameterError(f"parameter 'device' = {device!r}; expected 'cpu', 'cuda' or 'cuda:N'")
+        if self.max_queue_frames < self.window_size:
+            raise ParameterError(
+                f"parameter 'max_queue_frames' = {self.max_queue_frames} is smaller than 'window_size' = "
+                f"{self.window_size}; expected at least one window of frames"
+            )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "NodeParams":
+        """Build from a {name: value} mapping (e.g. ROS parameters); unknown names are an error."""
+        unknown = sorted(set(values) - set(SPECS_BY_NAME))
+        if unknown:
+            raise ParameterError(f"unknown parameter(s) {unknown}; expected names from {sorted(SPECS_BY_NAME)}")
+        return cls(**dict(values))
+
+    def replace(self, **changes: Any) -> "NodeParams":
+        return dataclasses.replace(self, **changes)
+
+
+# The dataclass and the table must not drift apart.
+assert [f.name for f in dataclasses.fields(NodeParams)] == [s.name for s in PARAMETER_SPECS]
+assert all(getattr(NodeParams, s.name) == s.default for s in PARAMETER_SPECS)

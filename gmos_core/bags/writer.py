@@ -1,0 +1,309 @@
+"""rosbag2 writing that survives interruption: every checkpoint leaves a bag readable up to that point.
+
+rosbags' own writer keeps everything in flight until ``close()``: the sqlite3 storage commits one
+transaction at the end, and the mcap storage buffers a 1 MiB chunk in memory and writes the footer (whose
+end magic rosbags' reader requires) only on close. A process killed with SIGKILL cannot run ``close()``,
+so such a bag is empty (sqlite3) or unreadable (mcap). The storages below change that:
+
+* sqlite3: each checkpoint commits. Page-cache spilling is off, so uncommitted rows never reach the
+  database file; rosbags opens databases ``immutable`` (it ignores a hot journal), so the file must be
+  consistent on its own between commits.
+* mcap: each checkpoint closes the pending chunk, appends a *provisional* Data End + Footer (summary
+  offset 0 = "no summary, scan the file", which both rosbags and the C++ mcap reader accept) and flushes
+  to the OS. The next write seeks back over the provisional tail. ``close()`` writes the real summary.
+* ``metadata.yaml`` is written when the topics are declared and rewritten (atomically) at checkpoints,
+  at most every ``metadata_interval_s``, so ``ros2 bag play``/rosbags find the topic list after a kill.
+
+A kill that lands inside a checkpoint's few-millisecond write can still leave a torn tail; ``recover_bag``
+(in ``gmos_core.bags.recovery``) repairs that case.
+"""
+from __future__ import annotations
+
+import io
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from gmos_core.bags.typestore import DISTROS, check_distro, make_typestore
+
+STORAGES = ("mcap", "sqlite3")
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+
+
+class BagWriteError(ValueError):
+    """The output bag cannot be created or written as asked."""
+
+
+def check_storage(storage: str) -> str:
+    name = str(storage).strip().lower()
+    if name not in STORAGES:
+        raise BagWriteError(f"unsupported storage {storage!r}; expected one of {list(STORAGES)}")
+    return name
+
+
+def provisional_mcap_tail() -> bytes:
+    """Data End record (crc 0) + Footer with summary_start = 0 (no summary) + end magic: 8 + 13 + 29 + 8."""
+    data_end = b"\x0f" + struct.pack("<QI", 4, 0)
+    footer = b"\x02" + struct.pack("<QQQI", 20, 0, 0, 0)
+    return data_end + footer + MCAP_MAGIC
+
+
+def _storage_classes() -> dict:
+    """Durable subclasses of rosbags' storage writers (built lazily: rosbags is an optional dependency)."""
+    from rosbags.rosbag2.storage_mcap import McapWriter
+    from rosbags.rosbag2.storage_sqlite3 import Sqlite3Writer
+    from rosbags.rosbag2.enums import StoragePlugin
+
+    class DurableSqlite3Writer(Sqlite3Writer):
+        """sqlite3 storage that commits at every checkpoint and never spills uncommitted pages."""
+
+        def __init__(self, path: Path, compression: Any) -> None:
+            super().__init__(path, compression)
+            # No spill: uncommitted pages stay in memory, so the file only changes inside COMMIT.
+            self.conn.execute("PRAGMA cache_spill=OFF")
+            # Process kills (not power loss) are what we guard against: the OS keeps written pages.
+            self.conn.execute("PRAGMA synchronous=OFF")
+            self.conn.commit()
+
+        def checkpoint(self) -> None:
+            self.conn.commit()
+
+        def abort(self) -> None:
+            # Keep what was written: every row is a complete message.
+            try:
+                self.conn.commit()
+            finally:
+                self.conn.close()
+
+    class DurableMcapWriter(McapWriter):
+        """mcap storage whose file ends in a valid (summary-less) footer after every checkpoint."""
+
+        def __init__(self, path: Path, compression: Any) -> None:
+            super().__init__(path, compression)
+            self._tail_at: Optional[int] = None
+
+        def _drop_provisional_tail(self) -> None:
+            if self._tail_at is not None:
+                self.bio.seek(self._tail_at)
+                self.bio.truncate()
+                self._tail_at = None
+
+        def close_chunk(self) -> None:
+            self._drop_provisional_tail()
+            super().close_chunk()
+
+        def checkpoint(self) -> None:
+            if self.chunk.bio.tell():
+                self.close_chunk()
+            self._drop_provisional_tail()
+            self._tail_at = self.bio.tell()
+            self.bio.write(provisional_mcap_tail())
+            self.bio.flush()
+
+        def close(self, version: int, metadata: str) -> None:
+            self._drop_provisional_tail()
+            super().close(version, metadata)
+
+        def abort(self) -> None:
+            try:
+                self.checkpoint()
+            finally:
+                self.bio.close()
+
+    return {StoragePlugin.SQLITE3: DurableSqlite3Writer, StoragePlugin.MCAP: DurableMcapWriter}
+
+
+def _writer_class():
+    from rosbags.rosbag2 import Writer
+
+    class DurableWriter(Writer):
+        STORAGE_PLUGINS = _storage_classes()
+
+    return DurableWriter
+
+
+@dataclass
+class TopicSpec:
+    """One output topic: name, message type and the QoS profiles recorded for playback."""
+
+    name: str
+    msgtype: str
+    qos: Sequence[Any] = field(default_factory=tuple)
+
+
+class BagWriter:
+    """Write a rosbag2 (sqlite3 or mcap) for ROS 2 ``humble`` or ``jazzy`` that stays readable if killed.
+
+    Usage::
+
+        with BagWriter(out, storage="mcap", distro="jazzy") as bag:
+            bag.add_topic("/gmos/dynamic_mask", "sensor_msgs/msg/Image")
+            bag.write("/gmos/dynamic_mask", stamp_ns, msg)       # a rosbags message object
+            bag.checkpoint()                                      # after each frame's messages
+
+    ``distro`` selects rosbags' typestore and the rosbag2 metadata version (humble: 8, jazzy: 9).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        storage: Optional[str] = None,
+        distro: str = "jazzy",
+        typestore: Any = None,
+        metadata_interval_s: float = 1.0,
+        custom_data: Optional[dict[str, str]] = None,
+    ) -> None:
+        self.distro = check_distro(distro)
+        self.storage = check_storage(storage or DISTROS[self.distro]["default_storage"])
+        self.path = Path(path)
+        if self.path.exists():
+            raise BagWriteError(f"output bag {self.path} exists already; choose a new path or delete it")
+        if not self.path.parent.is_dir():
+            raise BagWriteError(f"output bag {self.path}: parent folder {self.path.parent} does not exist")
+        self.typestore = typestore if typestore is not None else make_typestore(self.distro)
+        self.metadata_interval_s = float(metadata_interval_s)
+        from rosbags.rosbag2.enums import StoragePlugin
+
+        plugin = StoragePlugin.MCAP if self.storage == "mcap" else StoragePlugin.SQLITE3
+        self._writer = _writer_class()(self.path, version=DISTROS[self.distro]["bag_version"], storage_plugin=plugin)
+        # A non-empty custom_data map: older yaml-cpp readers cannot convert a null node to a map.
+        self._writer.set_custom_data("generator", "gmos_ros replay (rosbags)")
+        for key, value in (custom_data or {}).items():
+            self._writer.set_custom_data(str(key), str(value))
+        self._writer.open()
+        self._connections: dict[str, Any] = {}
+        self._serializers: dict[str, Any] = {}
+        self._last_metadata = 0.0
+        self.closed = False
+        self.bytes_written = 0
+
+    # -- topics ------------------------------------------------------------------------------------
+    def add_topic(self, name: str, msgtype: str, qos: Sequence[Any] = (), msgdef: Optional[str] = None,
+                  digest: Optional[str] = None) -> None:
+        """Declare a topic before writing to it. ``msgdef``/``digest`` copy an input bag's definition."""
+        if name in self._connections:
+            raise BagWriteError(f"topic {name} declared twice in {self.path}")
+        if msgdef is None and msgtype not in self.typestore.fielddefs:
+            raise BagWriteError(f"topic {name}: message type {msgtype} is unknown to the {self.distro} typestore")
+        kwargs: dict[str, Any] = {"offered_qos_profiles": list(qos)}
+        if msgdef is not None and digest:
+            kwargs.update(msgdef=msgdef, rihs01=digest)
+        else:
+            kwargs["typestore"] = self.typestore
+        self._connections[name] = self._writer.add_connection(name, msgtype, **kwargs)
+        self._write_metadata(force=True)
+
+    @property
+    def topics(self) -> dict[str, str]:
+        return {name: conn.msgtype for name, conn in self._connections.items()}
+
+    def message_counts(self) -> dict[str, int]:
+        return {name: self._writer.counts[conn.id] for name, conn in self._connections.items()}
+
+    # -- writing -----------------------------------------------------------------------------------
+    def write(self, topic: str, log_time_ns: int, msg: Any) -> None:
+        """Serialise ``msg`` (a rosbags message of the topic's type) and write it at ``log_time_ns``."""
+        conn = self._connection(topic)
+        self.write_raw(topic, log_time_ns, self.typestore.serialize_cdr(msg, conn.msgtype))
+
+    def write_raw(self, topic: str, log_time_ns: int, raw: bytes | memoryview) -> None:
+        """Write already CDR-serialised bytes (e.g. an input message copied verbatim)."""
+        conn = self._connection(topic)
+        self._writer.write(conn, int(log_time_ns), raw)
+        self.bytes_written += len(raw)
+
+    def checkpoint(self) -> None:
+        """Make everything written so far durable and readable (commit / chunk + provisional footer)."""
+        if self.closed:
+            return
+        self._writer.storage.checkpoint()
+        self._write_metadata(force=False)
+
+    def close(self) -> None:
+        """Finalise: storage summary/commit and the final metadata.yaml."""
+        if self.closed:
+            return
+        self.closed = True
+        self._writer.close()
+
+    def __enter__(self) -> "BagWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        # Always finalise, also on errors and Ctrl-C: what was written is complete and worth keeping.
+        self.close()
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _connection(self, topic: str) -> Any:
+        try:
+            return self._connections[topic]
+        except KeyError:
+            raise BagWriteError(
+                f"topic {topic} was not declared in {self.path}; declared: {sorted(self._connections)}"
+            ) from None
+
+    def _write_metadata(self, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_metadata < self.metadata_interval_s:
+            return
+        self._last_metadata = now
+        write_provisional_metadata(self._writer)
+
+
+def write_provisional_metadata(writer: Any) -> None:
+    """Write metadata.yaml for a bag that is still open (counts so far), atomically (tmp + rename).
+
+    Same layout as rosbags' ``Writer.close()`` so that rosbags and ``ros2 bag`` read it.
+    """
+    from ruamel.yaml import YAML
+    from rosbags.rosbag2.metadata import dump_qos_v8, dump_qos_v9
+
+    dump_qos = dump_qos_v9 if writer.version >= 9 else dump_qos_v8
+    storage_name = f"{writer.path.name}.{'mcap' if writer.storage_plugin.name.lower() == 'mcap' else 'db3'}"
+    count = sum(writer.counts.values())
+    start = writer.min_timestamp if count else 0
+    duration = max(0, writer.max_timestamp - writer.min_timestamp) if count else 0
+    info = {
+        "version": writer.version,
+        "storage_identifier": writer.storage_plugin.name.lower(),
+        "relative_file_paths": [storage_name],
+        "duration": {"nanoseconds": duration},
+        "starting_time": {"nanoseconds_since_epoch": start},
+        "message_count": count,
+        "topics_with_message_count": [
+            {
+                "topic_metadata": {
+                    "name": conn.topic,
+                    "type": conn.msgtype,
+                    "serialization_format": conn.ext.serialization_format,
+                    "offered_qos_profiles": dump_qos(conn.ext.offered_qos_profiles),
+                    "type_description_hash": conn.digest,
+                },
+                "message_count": writer.counts[conn.id],
+            }
+            for conn in writer.connections
+        ],
+        "compression_format": "",
+        "compression_mode": "",
+        "files": [
+            {
+                "path": storage_name,
+                "starting_time": {"nanoseconds_since_epoch": start},
+                "duration": {"nanoseconds": duration},
+                "message_count": count,
+            }
+        ],
+        "custom_data": dict(writer.custom_data) or None,
+        "ros_distro": "rosbags",
+    }
+    yaml = YAML(typ="safe")
+    yaml.default_flow_style = False
+    text = io.StringIO()
+    yaml.dump({"rosbag2_bagfile_information": info}, text)
+    tmp = writer.metapath.with_suffix(".yaml.tmp")
+    tmp.write_text(text.getvalue(), "utf8")
+    os.replace(tmp, writer.metapath)

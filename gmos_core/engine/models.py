@@ -1,0 +1,192 @@
+"""The models the engine runs, behind one small interface, and ``build_engine_models``.
+
+``EngineModels`` is the only thing StreamingEngine calls; it wraps the pure nn.Modules of gmos_core.models
+(Pi3Encoder, GMOSProposer / GMOSS, Sam2Features over a SAM2VideoPredictor) and the official pre-processing.
+Keeping the interface small lets tests drive the engine with a cheap stand-in model (in test/ only).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS: outputs are meaningless (for tests and demos only)"
+
+
+@dataclass
+class WeightPaths:
+    """Official weight files. None = random initialisation (only allowed with ``allow_random=True``)."""
+
+    pi3: Optional[str] = None
+    sam2: Optional[str] = None
+    head: Optional[str] = None  # GMOS proposer checkpoint (gmos_online/offline) or GMOS-S checkpoint (gmos_s)
+    sam2_config: Optional[str] = None  # packaged name or YAML path; default by model size
+
+
+class EngineModels:
+    """Everything model-side the engine needs.
+
+    anchor:      "center" (official weights) or "end"; where the segmented frame sits in its window.
+    window_size: frames per Pi3 window the model was trained with.
+    description: human-readable summary, with a loud warning when weights are random.
+    """
+
+    def __init__(self, pi3, head, sam_features, *, mode: str, anchor: str = "center", window_size: int = 5,
+                 description: str = "", random_weights: bool = False, device: str = "cpu",
+                 precision: str = "auto") -> None:
+        import torch
+
+        self.pi3 = pi3.eval()
+        self.head = head.eval()
+        self.sam = sam_features
+        self.mode = mode
+        self.anchor = anchor
+        self.window_size = window_size
+        self.random_weights = random_weights
+        self.description = description + (f" — {RANDOM_WEIGHTS_WARNING}" if random_weights else "")
+        self.device = torch.device(device)
+        self.precision = precision
+        self.sam.autocast = precision != "fp32"
+
+    # ---------------------------------------------------------------- precision
+    def encoder_autocast(self):
+        """Encoders: CUDA autocast (bf16 on cc >= 8, else fp16, or the forced dtype); CPU: fp32."""
+        import torch
+
+        if self.device.type != "cuda" or self.precision == "fp32":
+            return contextlib.nullcontext()
+        if self.precision == "bf16":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.precision == "fp16":
+            return torch.autocast("cuda", dtype=torch.float16)
+        from gmos_core.models import encoder_autocast
+
+        return encoder_autocast(self.device)
+
+    # ---------------------------------------------------------------- Pi3
+    @property
+    def patch_size(self) -> int:
+        return int(self.pi3.patch_size)
+
+    def pi3_target_size(self, width: int, height: int, pixel_limit: int) -> tuple[int, int]:
+        from gmos_core.preprocess import pi3_target_size
+
+        return tuple(pi3_target_size(width, height, pixel_limit=pixel_limit))
+
+    def pi3_inputs(self, frames: Sequence[np.ndarray], size_hw: tuple[int, int]):
+        """(M, 3, Hp, Wp) float in [0,1]: PIL Lanczos resize + ToTensor, as the official loader."""
+        import torch
+        from gmos_core.preprocess import pi3_image_tensor
+
+        return pi3_image_tensor(list(frames), tuple(size_hw)).to(self.device)
+
+    def encode_tokens(self, images):
+        """DINOv2 normed patch tokens (M, h*w, C) — what the per-frame cache stores."""
+        import torch
+
+        with torch.inference_mode(), self.encoder_autocast():
+            return self.pi3.encode_frames(images)
+
+    def decode_anchor(self, hidden, num_frames: int, height: int, width: int, position: int):
+        """Pi3 decoder over B windows; returns the feature of window position ``position``: (B, h, w, C) fp32."""
+        import torch
+
+        with torch.inference_mode(), self.encoder_autocast():
+            out = self.pi3.decode(hidden, num_frames, height, width)
+        return out[:, position].float()
+
+    # ---------------------------------------------------------------- SAM 2
+    def sam_inputs(self, frames: Sequence[np.ndarray]):
+        import torch
+        from gmos_core.preprocess import sam2_image_tensor
+
+        return sam2_image_tensor(list(frames)).to(self.device)
+
+    def sam_encode(self, images) -> list[dict]:
+        """One SAM 2 image-encoder pass per frame; per-frame raw ``backbone_out`` (cached, shared with the
+        propagator)."""
+        return self.sam.split(self.sam.encode(images))
+
+    def sam_head_inputs(self, backbone_outs: Sequence[dict]):
+        import torch
+
+        batched = {
+            "vision_features": torch.cat([b["vision_features"] for b in backbone_outs]),
+            "vision_pos_enc": [torch.cat(x) for x in zip(*[b["vision_pos_enc"] for b in backbone_outs])],
+            "backbone_fpn": [torch.cat(x) for x in zip(*[b["backbone_fpn"] for b in backbone_outs])],
+        }
+        return self.sam.head_inputs(batched)
+
+    # ---------------------------------------------------------------- heads (fp32)
+    def run_head(self, token, sam_btn, high_res) -> dict:
+        import torch
+
+        with torch.inference_mode():
+            return self.head(token.float(), sam_btn.float(), [h.float() for h in high_res])
+
+    # ---------------------------------------------------------------- propagator
+    @property
+    def predictor(self):
+        return self.sam.predictor
+
+
+def _check_file(path: Optional[str], what: str) -> Optional[str]:
+    if path is not None and not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} weights not found: {path}")
+    return path
+
+
+def build_engine_models(config, size: str = "full", weights: Optional[WeightPaths] = None,
+                        allow_random: bool = False, seed: int = 0) -> EngineModels:
+    """Build the models for ``config.mode``.
+
+    size: "full" (official architecture) or "tiny" (small random configurations for tests/demos).
+    weights: official weight files; every file left None keeps random weights, which requires
+    ``allow_random=True`` and is announced in ``EngineModels.description`` (outputs are meaningless).
+    """
+    import torch
+
+    from gmos_core import models as M
+
+    weights = weights or WeightPaths()
+    if size not in ("full", "tiny"):
+        raise ValueError(f"model size must be 'full' or 'tiny', got {size!r}")
+    missing = [name for name in ("pi3", "sam2", "head") if getattr(weights, name) is None]
+    if missing and not allow_random:
+        raise ValueError(
+            f"no weight file given for {missing}; pass the official weights, or allow_random=True "
+            f"(--model-size tiny / --random-weights) for meaningless test outputs"
+        )
+    torch.manual_seed(seed)
+    pi3 = M.build_pi3_encoder(size)
+    head = M.build_gmos_s(size) if config.mode == "gmos_s" else M.build_proposer(size)
+    if weights.pi3:
+        from gmos_core.weights import load_pi3_encoder
+
+        load_pi3_encoder(pi3, _check_file(weights.pi3, "Pi3"))
+    if weights.head:
+        from gmos_core import weights as W
+
+        loader = W.load_gmos_s if config.mode == "gmos_s" else W.load_proposer
+        loader(head, _check_file(weights.head, "GMOS head"))
+    sam_config = weights.sam2_config or (str(M.sam2_features.TINY_CONFIG_PATH) if size == "tiny"
+                                         else M.sam2_features.PACKAGED_L_CONFIG)
+    predictor = M.build_sam2_predictor(sam_config, _check_file(weights.sam2, "SAM 2"), device=config.device)
+    if torch.device(config.device).type == "cpu":
+        M.install_memory_dtype_shim(predictor)
+    pi3.to(config.device)
+    head.to(config.device)
+    for module in (pi3, head):
+        for p in module.parameters():
+            p.requires_grad_(False)
+    random = bool(missing)
+    description = (f"{size} models (Pi3 {'official' if weights.pi3 else 'random'}, "
+                   f"SAM 2 {os.path.basename(str(sam_config))} {'official' if weights.sam2 else 'random'}, "
+                   f"{'GMOS-S' if config.mode == 'gmos_s' else 'GMOS proposer'} "
+                   f"{'official' if weights.head else 'random'})")
+    return EngineModels(pi3, head, M.Sam2Features(predictor), mode=config.mode, anchor="center",
+                        window_size=5, description=description, random_weights=random,
+                        device=config.device, precision=config.precision)

@@ -108,10 +108,11 @@ class StreamingEngine:
 
     @property
     def window_fill(self) -> float:
-        """Fraction of the window span currently buffered (1.0 once a full window is available)."""
+        """Warm-up progress: frames received since the stream (re)started over the window span (e.g. 13
+        frames for stride 3), capped at 1.0. Below 1.0 the windows are still edge-clamped."""
         stride = self._stride or self.config.resolved_stride or 1
         span = (max(self.offsets) - min(self.offsets)) * stride + 1
-        return min(1.0, len(self._buffer) / span)
+        return min(1.0, self._next_index / span)
 
     @property
     def stride(self) -> Optional[int]:

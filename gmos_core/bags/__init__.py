@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "BagInputError", "BagRecoveryError", "BagWriteError", "BagWriter", "OpenedBag", "RecoveryReport",
-    "RosbagsMessageFactory", "VideoBagOptions", "make_typestore", "open_bag", "recover_bag", "video_to_bag",
+    "InputMessageBuilder", "VideoBagOptions", "make_typestore", "open_bag", "recover_bag", "video_to_bag",
 ]
 
 _LOCATIONS = {
@@ -19,7 +19,7 @@ _LOCATIONS = {
     "recover_bag": "gmos_core.bags.recovery",
     "BagWriteError": "gmos_core.bags.writer",
     "BagWriter": "gmos_core.bags.writer",
-    "RosbagsMessageFactory": "gmos_core.bags.messages",
+    "InputMessageBuilder": "gmos_core.bags.messages",
     "VideoBagOptions": "gmos_core.bags.from_video",
     "video_to_bag": "gmos_core.bags.from_video",
     "make_typestore": "gmos_core.bags.typestore",

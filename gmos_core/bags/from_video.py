@@ -7,7 +7,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from gmos_core.bags.messages import NS_PER_S, WRITABLE_ENCODINGS, RosbagsMessageFactory
+from gmos_core.bags.messages import NS_PER_S, WRITABLE_ENCODINGS, InputMessageBuilder
 from gmos_core.bags.writer import BagWriter
 
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
@@ -104,7 +104,7 @@ def video_to_bag(
     size: Optional[tuple[int, int]] = None
     with BagWriter(out, storage=options.storage, distro=options.distro,
                    custom_data={"source": source.name, "fps": f"{fps:.6f}"}) as bag:
-        factory = RosbagsMessageFactory(bag.typestore)
+        factory = InputMessageBuilder(bag.typestore)
         bag.add_topic(options.image_topic, "sensor_msgs/msg/Image")
         if options.camera_info_topic:
             bag.add_topic(options.camera_info_topic, "sensor_msgs/msg/CameraInfo")

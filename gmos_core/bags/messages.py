@@ -1,7 +1,7 @@
 """Building and taking apart rosbags messages: headers, images, camera infos.
 
-These are the rosbags counterparts of what rclpy gives a live node. ``RosbagsMessageFactory`` builds the
-messages the node publishes from plain values, so the bridge's output records become bag messages.
+These are the rosbags counterparts of what a camera driver publishes (``InputMessageBuilder``). The
+node's outputs are built by ``gmos_core.bridge.messages`` through its ``RosbagsMessageFactory``.
 """
 from __future__ import annotations
 
@@ -50,8 +50,9 @@ def rgb_to_encoding(rgb: np.ndarray, encoding: str) -> tuple[np.ndarray, int]:
     return pixels.reshape(-1), pixels.nbytes // height
 
 
-class RosbagsMessageFactory:
-    """Builds rosbags message objects of one typestore (what rclpy message classes are to the live node)."""
+class InputMessageBuilder:
+    """Builds the *input* messages bag-from-video writes (images in several encodings, camera infos) as
+    rosbags message objects. The node's *output* messages come from gmos_core.bridge's factories."""
 
     def __init__(self, typestore: Any) -> None:
         self.typestore = typestore

@@ -1,0 +1,550 @@
+"""Replay a rosbag2 through the node's logic (``gmos_core.bridge.NodeCore``) into an output bag.
+
+Per input image, in bag order: pair it with camera_info/depth (``sync``), hand it to ``NodeCore.on_image``
+and ``process_pending`` exactly as the live node's callback and worker do, turn the resulting output
+records into the node's messages with the bridge's builders, and write them. Every input image ends as
+either its outputs or one record on ``<namespace>/replay/skipped`` saying why (the summary counts both).
+
+Times in the output bag: every output carries the header of the frame it describes (stamp and frame_id
+verbatim). Its bag *log* time is the bag time at which the live node would have published it: the log
+time of the input message that completed its window (so look-ahead shows as a delay, and log times
+never go backwards, which keeps an interrupted mcap readable by a plain scan).
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from gmos_core.bags.reader import CAMERA_INFO_TYPES, DEPTH_TYPES, IMAGE_TYPES, BagInputError, open_bag
+from gmos_core.bags.sync import BagFrame, PassThrough, synchronised_frames
+from gmos_core.bags.typestore import check_distro
+from gmos_core.bags.writer import BagWriter, check_storage
+
+SKIPPED_TOPIC = "replay/skipped"  # relative to the namespace
+DIAGNOSTIC_WARN = 1
+
+
+class ReplayInterrupted(Exception):
+    """SIGTERM during a replay (SIGINT arrives as KeyboardInterrupt); the output bag is finalised."""
+
+
+@dataclass
+class ReplayOptions:
+    """What ``replay_bag`` reads and writes (the CLI flags of ``gmos replay``)."""
+
+    image_topic: str
+    camera_info_topic: Optional[str] = None
+    depth_topic: Optional[str] = None
+    namespace: str = "/gmos"
+    storage: Optional[str] = None  # mcap | sqlite3 (None: the distro's default)
+    ros_distro: str = "jazzy"
+    copy_inputs: bool = True  # copy the input topics used (image, camera_info, depth) alongside
+    debug_image: bool = False  # also write <ns>/debug_image (an rgb8 overlay per frame)
+    diagnostics: bool = True  # write /diagnostics once per diagnostics_period_s of bag time
+    max_frames: Optional[int] = None
+    sync_slop_s: float = 0.01
+
+    def __post_init__(self) -> None:
+        for name in ("image_topic", "camera_info_topic", "depth_topic"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) and value.startswith("/")):
+                raise ValueError(f"{name} must be an absolute topic name (starting with '/'), got {value!r}")
+        if not (self.namespace.startswith("/")):
+            raise ValueError(f"namespace must start with '/', got {self.namespace!r}")
+        self.namespace = "/" + self.namespace.strip("/") if self.namespace.strip("/") else ""
+        self.ros_distro = check_distro(self.ros_distro)
+        if self.storage is not None:
+            self.storage = check_storage(self.storage)
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+        if not (0 <= self.sync_slop_s <= 1.0):
+            raise ValueError(f"sync_slop_s must be in [0, 1] seconds, got {self.sync_slop_s}")
+
+    def topic(self, relative: str) -> str:
+        return relative if relative.startswith("/") else f"{self.namespace}/{relative}"
+
+
+@dataclass
+class SkipRecord:
+    index: int
+    stamp_ns: int
+    frame_id: str
+    reason: str
+
+
+@dataclass
+class ReplaySummary:
+    """Counts, timings and artefacts of one replay. ``frames_in == frames_out + frames_skipped`` unless
+    the run was interrupted (then the difference were frames still waiting for their window)."""
+
+    in_bag: str
+    out_bag: str
+    storage: str
+    ros_distro: str
+    frames_in: int = 0
+    frames_out: int = 0
+    frames_skipped: int = 0
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    skipped: list[SkipRecord] = field(default_factory=list)
+    frames_pending_at_interrupt: int = 0
+    interrupted: bool = False
+    wall_s: float = 0.0
+    bag_span_s: float = 0.0
+    real_time_factor: float = 0.0
+    stage_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    lookahead_frames: Optional[int] = None  # the engine's look-ahead (frames after a frame before its result)
+    observed_delay_frames: dict[str, float] = field(default_factory=dict)
+    output_topics: dict[str, int] = field(default_factory=dict)
+    model: str = ""
+    input_recovery: Optional[str] = None
+    artefacts: dict[str, str] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def accounted(self) -> bool:
+        return self.frames_in == self.frames_out + self.frames_skipped + self.frames_pending_at_interrupt
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["accounted"] = self.accounted
+        return json.dumps(data, indent=2, default=str)
+
+    def format(self) -> str:
+        lines = [
+            f"replay {self.in_bag} -> {self.out_bag} ({self.storage}, ROS 2 {self.ros_distro})",
+            f"  model: {self.model}" if self.model else "",
+            f"  frames: {self.frames_in} in, {self.frames_out} segmented, {self.frames_skipped} skipped"
+            + (f", {self.frames_pending_at_interrupt} pending at interrupt" if self.interrupted else "")
+            + ("" if self.accounted else "  (COUNTS DO NOT ADD UP)"),
+        ]
+        for reason, count in sorted(self.skipped_by_reason.items(), key=lambda kv: -kv[1]):
+            lines.append(f"    skipped {count}x: {reason}")
+        if self.input_recovery:
+            lines.append(f"  input bag was damaged, read after recovery: {self.input_recovery}")
+        lines.append(f"  wall time {self.wall_s:.2f} s for {self.bag_span_s:.2f} s of bag time: "
+                     f"real-time factor {self.real_time_factor:.3f} (>= 1 keeps up with the recording)")
+        if self.lookahead_frames is not None:
+            delay = self.observed_delay_frames
+            lines.append(f"  look-ahead: {self.lookahead_frames} frames by design; observed output delay "
+                         f"mean {delay.get('mean', float('nan')):.1f}, max {delay.get('max', float('nan')):.0f} frames")
+        if self.stage_ms:
+            lines.append("  per-stage time per frame [ms]     mean      p50      p90      max")
+            for stage, s in self.stage_ms.items():
+                lines.append(f"    {stage:<28}{s['mean']:>8.2f} {s['p50']:>8.2f} {s['p90']:>8.2f} {s['max']:>8.2f}")
+        if self.output_topics:
+            lines.append("  output topics: " + ", ".join(f"{t} ({n})" for t, n in self.output_topics.items()))
+        for name, value in self.evaluation.items():
+            lines.append(f"  evaluation {name}: {value}")
+        if self.interrupted:
+            lines.append("  INTERRUPTED: the output bag holds every frame finished before the interrupt")
+        for name, path in self.artefacts.items():
+            lines.append(f"  {name}: {path}")
+        return "\n".join(line for line in lines if line)
+
+
+class _StageTimes:
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = {}
+
+    def add(self, stage: str, ms: float) -> None:
+        self.values.setdefault(stage, []).append(float(ms))
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for stage, values in self.values.items():
+            arr = np.asarray(values)
+            out[stage] = {"mean": float(arr.mean()), "p50": float(np.percentile(arr, 50)),
+                          "p90": float(np.percentile(arr, 90)), "max": float(arr.max()), "count": int(arr.size)}
+        return out
+
+
+class MotionTimeline:
+    """Per track: the motion state on each segmented frame (for the objects x time plot)."""
+
+    def __init__(self) -> None:
+        self.stamps_ns: list[int] = []
+        self.states: dict[int, dict[int, int]] = {}  # track -> {frame position: state}
+
+    def add(self, result: Any) -> None:
+        position = len(self.stamps_ns)
+        self.stamps_ns.append(int(result.frame.stamp_ns))
+        for obj in result.objects:
+            self.states.setdefault(int(obj.track_id), {})[position] = int(obj.state)
+
+    def matrix(self, max_tracks: int = 40) -> tuple[np.ndarray, list[int]]:
+        """(tracks, frames) int8: -1 absent, else MotionState value; longest-lived tracks first."""
+        tracks = sorted(self.states, key=lambda t: (-len(self.states[t]), t))[:max_tracks]
+        tracks.sort()
+        grid = np.full((len(tracks), len(self.stamps_ns)), -1, np.int8)
+        for row, track in enumerate(tracks):
+            for position, state in self.states[track].items():
+                grid[row, position] = state
+        return grid, tracks
+
+    def plot(self, path: Path, title: str = "") -> Path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.colors import ListedColormap
+        from matplotlib.patches import Patch
+
+        grid, tracks = self.matrix()
+        times = (np.asarray(self.stamps_ns, dtype=np.float64) - (self.stamps_ns[0] if self.stamps_ns else 0)) / 1e9
+        fig, ax = plt.subplots(figsize=(10, 1.2 + 0.28 * max(1, len(tracks))), dpi=100)
+        colours = ["#ffffff", "#bdbdbd", "#3b75af", "#d62728"]  # absent, unknown, static, moving
+        if len(tracks) and len(times):
+            extent = (times[0], times[-1] if len(times) > 1 else times[0] + 1e-3, len(tracks) - 0.5, -0.5)
+            ax.imshow(grid + 1, aspect="auto", interpolation="nearest", cmap=ListedColormap(colours),
+                      vmin=0, vmax=3, extent=extent)
+            ax.set_yticks(range(len(tracks)))
+            ax.set_yticklabels([f"track {t}" for t in tracks], fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no objects segmented", ha="center", va="center", transform=ax.transAxes)
+            ax.set_yticks([])
+        ax.set_xlabel("time since first frame [s]")
+        ax.set_title(title or "motion timeline (objects x time)", fontsize=9)
+        ax.legend(handles=[Patch(color=c, label=n) for c, n in zip(colours[1:], ("unknown", "static", "moving"))],
+                  loc="upper right", fontsize=7, ncol=3, framealpha=0.9)
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        return path
+
+
+@dataclass
+class Artefacts:
+    """Where the human-facing outputs go (None: not produced)."""
+
+    summary_json: Optional[Path] = None
+    timeline_png: Optional[Path] = None
+    overlay_mp4: Optional[Path] = None
+
+    @classmethod
+    def beside(cls, out_bag: Path, overlay: bool = True, timeline: bool = True) -> "Artefacts":
+        base = out_bag.parent / out_bag.name
+        return cls(summary_json=Path(f"{base}_summary.json"),
+                   timeline_png=Path(f"{base}_timeline.png") if timeline else None,
+                   overlay_mp4=Path(f"{base}_overlay.mp4") if overlay else None)
+
+
+def _stamp_rate(stamps: list[int]) -> float:
+    if len(stamps) < 2:
+        return 30.0
+    period = float(np.median(np.diff(np.asarray(stamps, dtype=np.float64))))
+    return 1e9 / period if period > 0 else 30.0
+
+
+def replay_bag(
+    in_bag: str | Path,
+    out_bag: str | Path,
+    options: ReplayOptions,
+    make_node: Callable[[Callable[[], int]], Any],
+    *,
+    artefacts: Optional[Artefacts] = None,
+    progress: bool = True,
+    model_description: str = "",
+    evaluate: Optional[Callable[[list[Any]], dict[str, Any]]] = None,
+    handle_sigterm: bool = False,
+) -> ReplaySummary:
+    """Replay ``in_bag`` into ``out_bag`` (see the module doc).
+
+    make_node(clock_ns) -> an *activated* ``gmos_core.bridge.NodeCore`` whose clock is ``clock_ns`` (replay
+    passes the bag clock: the log time of the message being processed, like ``use_sim_time``).
+    evaluate(records) -> metrics, called with every OutputRecord-like (result, header) at the end.
+    """
+    from tqdm import tqdm
+
+    from gmos_core.bridge.messages import (OUTPUT_TOPICS, TOPIC_DEBUG_IMAGE, TOPIC_DIAGNOSTICS,
+                                           TOPIC_DYNAMIC_MASK_INFO, TOPIC_INSTANCE_MASK, TOPIC_MASKED_DEPTH,
+                                           RosbagsMessageFactory, diagnostics_message, record_messages)
+
+    in_bag, out_bag = Path(in_bag), Path(out_bag)
+    artefacts = artefacts or Artefacts()
+    stages = _StageTimes()
+    timeline = MotionTimeline()
+    eval_items: list[Any] = []
+    storage = options.storage
+    summary = ReplaySummary(in_bag=str(in_bag), out_bag=str(out_bag), storage="", ros_distro=options.ros_distro,
+                            model=model_description)
+    previous_sigterm = None
+    if handle_sigterm:
+        def _on_sigterm(signum: int, frame: Any) -> None:
+            raise ReplayInterrupted("SIGTERM")
+
+        previous_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
+
+    bag_now = [0]  # log time of the latest message read: the node's clock (use_sim_time)
+    t_start = time.perf_counter()
+    overlay_writer = None
+    with open_bag(in_bag) as source:
+        summary.input_recovery = source.recovered
+        image_type = source.require_topic(options.image_topic, IMAGE_TYPES, "image")
+        compressed = image_type.endswith("CompressedImage")
+        if options.camera_info_topic:
+            source.require_topic(options.camera_info_topic, CAMERA_INFO_TYPES, "camera_info")
+        if options.depth_topic:
+            source.require_topic(options.depth_topic, DEPTH_TYPES, "depth")
+        total_images = source.topics[options.image_topic][1]
+        if total_images == 0:
+            raise BagInputError(f"image topic {options.image_topic!r} in {in_bag} has no messages; "
+                                f"the bag has: {source.describe_topics()}")
+        used_topics = [t for t in (options.image_topic, options.camera_info_topic, options.depth_topic) if t]
+        reader = source.reader
+        conns = [c for c in reader.connections if c.topic in used_topics]
+
+        node = make_node(lambda: bag_now[0])
+        params = node.params
+        writer = BagWriter(out_bag, storage=storage, distro=options.ros_distro,
+                           custom_data={"gmos_replay_input": str(in_bag.name), "gmos_model": model_description[:200]})
+        summary.storage = writer.storage
+        factory = RosbagsMessageFactory(writer.typestore)
+        try:
+            # Declare every topic up front: metadata.yaml lists them from the first checkpoint on.
+            out_topics: dict[str, str] = {}
+            for relative, msgtype in OUTPUT_TOPICS.items():
+                if relative == TOPIC_DYNAMIC_MASK_INFO and not options.camera_info_topic:
+                    continue
+                if relative == TOPIC_MASKED_DEPTH and not (options.depth_topic and params.publish_masked_depth):
+                    continue
+                if relative == TOPIC_INSTANCE_MASK and not params.publish_instance_mask:
+                    continue
+                if relative == TOPIC_DEBUG_IMAGE and not options.debug_image:
+                    continue
+                if relative == TOPIC_DIAGNOSTICS and not options.diagnostics:
+                    continue
+                out_topics[options.topic(relative)] = msgtype
+            skipped_topic = options.topic(SKIPPED_TOPIC)
+            out_topics[skipped_topic] = "diagnostic_msgs/msg/DiagnosticArray"
+            for topic, msgtype in out_topics.items():
+                writer.add_topic(topic, msgtype)
+            copy_topics: frozenset[str] = frozenset()
+            if options.copy_inputs:
+                for conn in conns:
+                    if conn.topic in out_topics:
+                        raise BagInputError(f"input topic {conn.topic} collides with an output topic; "
+                                            f"choose another --namespace")
+                    if conn.topic not in writer.topics:
+                        writer.add_topic(conn.topic, conn.msgtype, qos=conn.ext.offered_qos_profiles,
+                                         msgdef=conn.msgdef.data or None, digest=conn.digest or None)
+                copy_topics = frozenset(used_topics)
+
+            pending: dict[int, BagFrame] = {}  # id(image msg) -> frame, waiting for its result
+            diag_period_ns = int(params.diagnostics_period_s * 1e9)
+            next_diag = [None]
+            first_stamp: list[Optional[int]] = [None]
+            last_stamp = [0]
+
+            def skip(frame: BagFrame, reason: str) -> None:
+                frame_id = str(getattr(getattr(frame.image, "header", None), "frame_id", ""))
+                record = SkipRecord(frame.index, frame.stamp_ns, frame_id, reason)
+                summary.skipped.append(record)
+                summary.frames_skipped += 1
+                summary.skipped_by_reason[reason] = summary.skipped_by_reason.get(reason, 0) + 1
+                header = factory.header(frame.stamp_ns, frame_id)
+                status = _Status(DIAGNOSTIC_WARN, "gmos replay: frame skipped", reason, options.image_topic,
+                                 {"frame_index": str(frame.index), "stamp_ns": str(frame.stamp_ns),
+                                  "encoding": str(getattr(frame.image, "encoding", getattr(frame.image, "format", "")))})
+                msg = diagnostics_message(factory, frame.stamp_ns, [status])
+                msg = factory.replace(msg, header=header)
+                writer.write(skipped_topic, max(bag_now[0], frame.log_time_ns), msg)
+
+            def write_records(records: list[Any]) -> None:
+                nonlocal overlay_writer
+                for record in records:
+                    frame = pending.pop(id(record.source.image), None)
+                    # Frames pushed before this one without a record were dropped by the node.
+                    if frame is None:
+                        raise RuntimeError("internal error: an output record for a frame replay did not push")
+                    _skip_older(frame.index)
+                    t0 = time.perf_counter()
+                    messages = record_messages(factory, record, params, debug=options.debug_image)
+                    log_time = max(bag_now[0], frame.log_time_ns)
+                    for relative, msg in messages.items():
+                        writer.write(options.topic(relative), log_time, msg)
+                    stages.add("serialise+write", (time.perf_counter() - t0) * 1e3)
+                    for stage, ms in record.result.timings_ms.items():
+                        stages.add(f"model:{stage}", ms)
+                    summary.frames_out += 1
+                    delays.append(current_index[0] - frame.index)
+                    timeline.add(record.result)
+                    if evaluate is not None:
+                        eval_items.append(record)
+                    if artefacts.overlay_mp4 is not None and record.rgb is not None:
+                        t0 = time.perf_counter()
+                        from gmos_core.io import VideoWriter, overlay_frame
+
+                        if overlay_writer is None:
+                            overlay_writer = VideoWriter(artefacts.overlay_mp4, fps=max(1.0, fps_guess[0]))
+                        overlay_writer.write(overlay_frame(record.rgb, record.result.labels))
+                        stages.add("overlay video", (time.perf_counter() - t0) * 1e3)
+
+            def _skip_older(index: int) -> None:
+                for key, frame in list(pending.items()):
+                    if frame.index < index:
+                        del pending[key]
+                        skip(frame, _node_reason(node, before))
+
+            delays: list[int] = []
+            lookahead: list[Optional[int]] = [None]
+            current_index = [0]
+            fps_guess = [30.0]
+            stamps_seen: list[int] = []
+            before = _Counters.of(node)
+            messages = ((conn.topic, t, raw) for conn, t, raw in reader.messages(connections=conns))
+            frames = synchronised_frames(
+                messages, reader.deserialize, options.image_topic, image_type,
+                camera_info_topic=options.camera_info_topic, depth_topic=options.depth_topic,
+                slop_ns=int(options.sync_slop_s * 1e9), copy_topics=copy_topics)
+            limit = options.max_frames
+            total = min(total_images, limit) if limit else total_images
+            bar = tqdm(total=total, desc="replay", unit="frame", disable=not progress, dynamic_ncols=True)
+            t_read = time.perf_counter()
+            try:
+                for item in frames:
+                    if isinstance(item, PassThrough):
+                        bag_now[0] = max(bag_now[0], item.log_time_ns)
+                        writer.write_raw(item.topic, bag_now[0], item.raw)
+                        continue
+                    frame = item
+                    if limit is not None and frame.index >= limit:
+                        break
+                    stages.add("read+deserialise", (time.perf_counter() - t_read) * 1e3)
+                    summary.frames_in += 1
+                    current_index[0] = frame.index
+                    bag_now[0] = max(bag_now[0], frame.log_time_ns)
+                    if first_stamp[0] is None:
+                        first_stamp[0] = frame.stamp_ns
+                    last_stamp[0] = frame.stamp_ns
+                    if len(stamps_seen) < 16:
+                        stamps_seen.append(frame.stamp_ns)
+                        fps_guess[0] = _stamp_rate(stamps_seen)
+                    if frame.problem:
+                        skip(frame, frame.problem)
+                    else:
+                        t0 = time.perf_counter()
+                        before = _Counters.of(node)
+                        accepted = node.on_image(frame.image, camera_info=frame.camera_info, depth=frame.depth,
+                                                 compressed=compressed)
+                        if not accepted:
+                            skip(frame, _node_reason(node, before))
+                        else:
+                            pending[id(frame.image)] = frame
+                            records = node.process_pending()
+                            stages.add("node (convert+engine)", (time.perf_counter() - t0) * 1e3)
+                            write_records(records)
+                            engine = getattr(node, "engine", None)
+                            if engine is not None:
+                                lookahead[0] = max(lookahead[0] or 0, int(engine.lookahead_frames))
+                            if _Counters.of(node).rejected > before.rejected and id(frame.image) in pending:
+                                del pending[id(frame.image)]
+                                skip(frame, _node_reason(node, before))
+                    if options.diagnostics and (next_diag[0] is None or bag_now[0] >= next_diag[0]):
+                        next_diag[0] = bag_now[0] + diag_period_ns
+                        writer.write(options.topic(TOPIC_DIAGNOSTICS), bag_now[0],
+                                     diagnostics_message(factory, bag_now[0], node.diagnostics(options.image_topic)))
+                    t0 = time.perf_counter()
+                    writer.checkpoint()
+                    stages.add("checkpoint", (time.perf_counter() - t0) * 1e3)
+                    bar.update(1)
+                    t_read = time.perf_counter()
+                # End of the bag: the frames still waiting for look-ahead get their results.
+                before = _Counters.of(node)
+                write_records(node.flush())
+                current_index[0] = summary.frames_in
+                _skip_older(summary.frames_in)
+                writer.checkpoint()
+            except (KeyboardInterrupt, ReplayInterrupted):
+                summary.interrupted = True
+                summary.frames_pending_at_interrupt = len(pending)
+            finally:
+                bar.close()
+                summary.output_topics = {t: n for t, n in writer.message_counts().items() if t in out_topics}
+                writer.close()
+                if overlay_writer is not None:
+                    overlay_writer.close()
+        finally:
+            if not writer.closed:
+                writer.close()
+            if previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, previous_sigterm)
+
+    summary.wall_s = time.perf_counter() - t_start
+    if first_stamp[0] is not None:
+        period = 1e9 / fps_guess[0]
+        summary.bag_span_s = (last_stamp[0] - first_stamp[0] + period) / 1e9
+    summary.real_time_factor = summary.bag_span_s / summary.wall_s if summary.wall_s > 0 else math.inf
+    summary.stage_ms = stages.summary()
+    summary.lookahead_frames = lookahead[0]
+    if delays:
+        summary.observed_delay_frames = {"mean": float(np.mean(delays)), "max": float(np.max(delays))}
+    if evaluate is not None and eval_items and not summary.interrupted:
+        summary.evaluation = evaluate(eval_items)
+    if overlay_writer is not None and artefacts.overlay_mp4 is not None:
+        summary.artefacts["overlay video"] = str(artefacts.overlay_mp4)
+    if artefacts.timeline_png is not None:
+        timeline.plot(artefacts.timeline_png, title=f"motion timeline: {in_bag.name} {options.image_topic}")
+        summary.artefacts["motion timeline plot"] = str(artefacts.timeline_png)
+    if artefacts.summary_json is not None:
+        summary.artefacts["summary"] = str(artefacts.summary_json)
+        artefacts.summary_json.write_text(summary.to_json())
+    return summary
+
+
+@dataclass
+class _Status:
+    level: int
+    name: str
+    message: str
+    hardware_id: str
+    values: dict[str, str]
+
+
+@dataclass
+class _Counters:
+    rejected: int
+    skipped_frames: int
+    dropped_frames: int
+    failures: int
+    ignored_disabled: int
+    decimated: int
+    duplicates: int
+
+    @classmethod
+    def of(cls, node: Any) -> "_Counters":
+        c = node.counters
+        return cls(*(int(getattr(c, name, 0)) for name in
+                     ("rejected", "skipped_frames", "dropped_frames", "failures", "ignored_disabled", "decimated",
+                      "duplicates")))
+
+
+def _node_reason(node: Any, before: _Counters) -> str:
+    """Why the node produced no output for a frame, from what its counters and diagnostics say."""
+    now = _Counters.of(node)
+    problem = ""
+    try:
+        problem = node.diagnostics()[0].values.get("last_problem", "")
+    except Exception:
+        pass
+    if now.rejected > before.rejected:
+        return f"rejected by the node: {problem}" if problem and problem != "none" else "rejected by the node"
+    if now.failures > before.failures:
+        return f"engine failure: {problem}"
+    if now.ignored_disabled > before.ignored_disabled:
+        return "node disabled"
+    if now.duplicates > before.duplicates:
+        return "same header stamp as the previous image (the node ignores duplicates)"
+    if now.decimated > before.decimated:
+        return "left out by process_every_nth"
+    if now.dropped_frames > before.dropped_frames:
+        return "dropped by the node's overload policy"
+    if now.skipped_frames > before.skipped_frames:
+        return "not segmented by the engine (context-only frame)"
+    return "no output from the node"

@@ -1,0 +1,190 @@
+"""`gmos replay IN_BAG --image-topic T --out OUT_BAG`: replay a rosbag2 through the node's logic.
+
+Reads rosbag2 (mcap or sqlite3, Humble or Jazzy, or a bare .mcap/.db3), runs every image through
+gmos_core.bridge.NodeCore (the live node's logic) and writes the node's topics into a new bag, with the
+input topics copied alongside. Prints a summary; writes a motion-timeline plot and an overlay video.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+UNTRAINED_BANNER = (
+    "*** UNTRAINED MODEL: tiny random-weights configuration: masks are meaningless; "
+    "pass --pi3-weights/--sam2-checkpoint/--head-weights for the official model ***"
+)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Model flags shared by `gmos replay` and `gmos demo`."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", choices=("gmos_online", "gmos_s"), default="gmos_online",
+                       help="gmos_online: instances + motion state (default); gmos_s: foreground only")
+    group.add_argument("--pi3-weights", default=None, help="Pi3 encoder weights (.safetensors)")
+    group.add_argument("--sam2-checkpoint", default=None, help="SAM 2.1 Hiera-L checkpoint")
+    group.add_argument("--head-weights", default=None, help="GMOS proposer / GMOS-S head weights (.safetensors)")
+    group.add_argument("--tiny-random-model", action="store_true",
+                       help="tiny randomly initialised model (no weights needed; masks are meaningless)")
+    group.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:N); default cpu")
+    group.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None,
+                       help="encoder precision on CUDA (default fp16 on CUDA, fp32 on CPU)")
+    group.add_argument("--fps", type=float, default=None,
+                       help="nominal frame rate (sets the window stride); default: estimated from the stamps")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("in_bag", metavar="IN_BAG", help="input rosbag2 folder, or a .mcap / .db3 file")
+    parser.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage topic")
+    parser.add_argument("--camera-info-topic", default=None, help="sensor_msgs/CameraInfo topic (optional)")
+    parser.add_argument("--depth-topic", default=None, help="registered depth Image topic (optional)")
+    parser.add_argument("--out", required=True, help="output bag folder (must not exist)")
+    parser.add_argument("--storage", choices=("mcap", "sqlite3"), default=None,
+                        help="output storage (default: mcap for jazzy, sqlite3 for humble)")
+    parser.add_argument("--ros-distro", choices=("humble", "jazzy"), default="jazzy",
+                        help="ROS 2 distribution that will read the output (rosbag2 metadata v8 or v9; default jazzy)")
+    parser.add_argument("--namespace", default="/gmos", help="namespace of the output topics (default /gmos)")
+    parser.add_argument("--no-copy-inputs", action="store_true", help="do not copy the input topics into the output")
+    parser.add_argument("--debug-image", action="store_true", help="also write <namespace>/debug_image (rgb8 overlay)")
+    parser.add_argument("--no-diagnostics", action="store_true", help="do not write /diagnostics")
+    parser.add_argument("--instance-mask-encoding", choices=("mono16", "mono8"), default="mono16")
+    parser.add_argument("--sync-slop", type=float, default=0.01,
+                        help="max |stamp difference| in seconds pairing camera_info/depth with an image (default 0.01)")
+    parser.add_argument("--max-frames", type=int, default=None, help="replay at most this many images")
+    parser.add_argument("--overlay", default=None, help="overlay MP4 path (default OUT_overlay.mp4)")
+    parser.add_argument("--no-overlay", action="store_true", help="do not write the overlay video")
+    parser.add_argument("--timeline", default=None, help="motion timeline PNG path (default OUT_timeline.png)")
+    parser.add_argument("--summary-json", default=None, help="summary JSON path (default OUT_summary.json)")
+    parser.add_argument("--gt-dir", default=None, help="evaluate against a DAVIS-style folder of label PNGs")
+    parser.add_argument("--gt-topic", default=None, help="evaluate against a mono8/mono16 label Image topic")
+    parser.add_argument("--gt-bag", default=None, help="bag holding --gt-topic (default IN_BAG)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_arguments(parser)
+
+
+def node_params_from_args(args: argparse.Namespace) -> Any:
+    from gmos_core.bridge.params import NodeParams
+
+    cuda = str(args.device).startswith("cuda")
+    return NodeParams(
+        model=args.model,
+        pi3_weights=args.pi3_weights or "",
+        head_weights=args.head_weights or "",
+        sam2_checkpoint=args.sam2_checkpoint or "",
+        tiny_random_model=bool(args.tiny_random_model),
+        device=args.device,
+        precision=args.precision or ("fp16" if cuda else "fp32"),
+        use_camera_info=bool(getattr(args, "camera_info_topic", None)),
+        use_depth=bool(getattr(args, "depth_topic", None)),
+        instance_mask_encoding=getattr(args, "instance_mask_encoding", "mono16"),
+        publish_debug_image=bool(getattr(args, "debug_image", False)),
+        sync_slop_s=float(getattr(args, "sync_slop", 0.01)),
+    )
+
+
+def check_model_choice(params: Any) -> None:
+    weights = [params.pi3_weights, params.sam2_checkpoint, params.head_weights]
+    if params.tiny_random_model:
+        if any(weights):
+            raise ValueError("--tiny-random-model cannot be combined with weight files")
+        return
+    if not all(weights):
+        raise ValueError(
+            "no model weights given: pass --pi3-weights, --sam2-checkpoint and --head-weights (the official "
+            "model), or --tiny-random-model for a pipeline check with meaningless masks"
+        )
+
+
+def engine_factory(fps: Optional[float]) -> Callable[[Any], Any]:
+    """NodeParams -> StreamingEngine (the models built as the params say)."""
+
+    def build(params: Any) -> Any:
+        from gmos_core.engine.config import EngineConfig
+        from gmos_core.engine.models import WeightPaths, build_engine_models
+        from gmos_core.engine.streaming import StreamingEngine
+
+        cuda = params.device.startswith("cuda")
+        config = EngineConfig(mode=params.model, fps=fps, window_size=params.window_size, device=params.device,
+                              precision=params.precision if cuda else "fp32")
+        if params.tiny_random_model:
+            models = build_engine_models(config, size="tiny", allow_random=True)
+        else:
+            models = build_engine_models(config, size="full", weights=WeightPaths(
+                pi3=params.pi3_weights, sam2=params.sam2_checkpoint, head=params.head_weights))
+        engine = StreamingEngine(config, models)
+        engine.description = getattr(models, "description", "")
+        return engine
+
+    return build
+
+
+def node_maker(params: Any, build_engine: Callable[[Any], Any]) -> Callable[[Callable[[], int]], Any]:
+    """clock -> activated NodeCore (what replay_bag wants)."""
+
+    def make(clock_ns: Callable[[], int]) -> Any:
+        from gmos_core.bridge.core import NodeCore
+
+        node = NodeCore(params, build_engine, clock_ns=clock_ns, logger=logging.getLogger("gmos.replay"))
+        node.activate()
+        return node
+
+    return make
+
+
+def model_description(params: Any) -> str:
+    if params.tiny_random_model:
+        return f"{params.model}, tiny random weights (UNTRAINED: masks are meaningless)"
+    return f"{params.model}, weights {params.pi3_weights}, {params.sam2_checkpoint}, {params.head_weights}"
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from gmos_core.bags.reader import BagInputError
+    from gmos_core.bags.recovery import BagRecoveryError
+    from gmos_core.bags.replay import Artefacts, ReplayOptions, replay_bag
+    from gmos_core.bags.writer import BagWriteError
+
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 2 if args.device == "cpu" else 8)))
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        params = node_params_from_args(args)
+        check_model_choice(params)
+        options = ReplayOptions(
+            image_topic=args.image_topic, camera_info_topic=args.camera_info_topic, depth_topic=args.depth_topic,
+            namespace=args.namespace, storage=args.storage, ros_distro=args.ros_distro,
+            copy_inputs=not args.no_copy_inputs, debug_image=args.debug_image, diagnostics=not args.no_diagnostics,
+            max_frames=args.max_frames, sync_slop_s=args.sync_slop,
+        )
+        out = Path(args.out)
+        artefacts = Artefacts.beside(out, overlay=not args.no_overlay)
+        if args.overlay:
+            artefacts.overlay_mp4 = Path(args.overlay)
+        if args.timeline:
+            artefacts.timeline_png = Path(args.timeline)
+        if args.summary_json:
+            artefacts.summary_json = Path(args.summary_json)
+        evaluate = None
+        if args.gt_dir or args.gt_topic:
+            from gmos_core.bags.evaluation import make_evaluator
+
+            evaluate = make_evaluator(gt_dir=Path(args.gt_dir) if args.gt_dir else None,
+                                      gt_bag=Path(args.gt_bag or args.in_bag), gt_topic=args.gt_topic)
+        if params.tiny_random_model:
+            print(UNTRAINED_BANNER, file=sys.stderr)
+        summary = replay_bag(
+            Path(args.in_bag), out, options, node_maker(params, engine_factory(args.fps)),
+            artefacts=artefacts, progress=not args.no_progress, model_description=model_description(params),
+            evaluate=evaluate, handle_sigterm=True,
+        )
+    except (BagInputError, BagWriteError, BagRecoveryError, ValueError, FileNotFoundError) as exc:
+        print(f"gmos replay: error: {exc}", file=sys.stderr)
+        return 2
+    print(summary.format())
+    if params.tiny_random_model:
+        print(UNTRAINED_BANNER)
+    if summary.interrupted:
+        return 130
+    return 0 if summary.accounted else 1

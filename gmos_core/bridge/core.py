@@ -140,7 +140,7 @@ class _Rate:
 class NodeCounters:
     received: int = 0  # frames given to on_image
     ignored_disabled: int = 0  # received while disabled
-    decimated: int = 0  # left out by process_every_nth
+    duplicates: int = 0  # same stamp as the previous frame (ignored)
     rejected: int = 0  # bad encoding or malformed image
     queued: int = 0  # entered the queue
     pushed: int = 0  # given to the engine
@@ -160,11 +160,15 @@ class NodeCore:
     clock_ns:       the node's clock in integer ns (ROS time: honours use_sim_time); used for rates
                     and end-to-end latency. Defaults to the wall clock for use outside ROS.
     logger:         anything with debug/info/warning/error(str) (an rclpy logger or a logging.Logger)
+    image_converter: sensor_msgs/Image → RGB (default: the numpy ``image_to_rgb``; the node passes a
+                    cv_bridge-first converter where cv_bridge is installed)
     """
 
     def __init__(self, params: NodeParams, engine_factory: Callable[[NodeParams], EngineLike],
-                 clock_ns: Optional[Callable[[], int]] = None, logger: Any = None):
+                 clock_ns: Optional[Callable[[], int]] = None, logger: Any = None,
+                 image_converter: Callable[[Any], np.ndarray] = image_to_rgb):
         self.params = params
+        self._image_converter = image_converter
         self._engine_factory = engine_factory
         self._clock_ns = clock_ns or time.time_ns
         self.log = logger or logging.getLogger("gmos.bridge")
@@ -224,9 +228,6 @@ class NodeCore:
         if not self.enabled:
             self.counters.ignored_disabled += 1
             return False
-        if (self.counters.received - 1) % self.params.process_every_nth:
-            self.counters.decimated += 1
-            return False
         if not compressed and not is_supported_image_encoding(image.encoding):
             self._reject(f"image encoding {image.encoding!r} is not supported; expected one of rgb8, bgr8, "
                          f"rgba8, bgra8, mono8, yuv422 (uyvy), yuv422_yuy2 (yuyv)", key=str(image.encoding))
@@ -236,6 +237,9 @@ class NodeCore:
         stamp = frame.stamp_ns
         size = None if compressed else (int(image.height), int(image.width))
         with self._cond:
+            if stamp == self._last_stamp_ns:
+                self.counters.duplicates += 1
+                return False
             if self._last_stamp_ns is not None and stamp < self._last_stamp_ns:
                 self._request_reset_locked(
                     f"time jumped backwards by {(self._last_stamp_ns - stamp) / 1e9:.3f} s (bag looping?)")
@@ -346,7 +350,7 @@ class NodeCore:
                 self._last_skip_ns = self._clock_ns()
         self._window_position += 1
         try:
-            rgb = compressed_to_rgb(frame.image) if frame.compressed else image_to_rgb(frame.image)
+            rgb = compressed_to_rgb(frame.image) if frame.compressed else self._image_converter(frame.image)
         except (UnsupportedEncodingError, ImageFormatError) as err:
             self._reject(str(err), key=type(err).__name__ + str(getattr(frame.image, "encoding", "")))
             return []
@@ -430,7 +434,7 @@ class NodeCore:
             "frames_dropped": str(c.dropped_frames),
             "frames_rejected": str(c.rejected),
             "frames_ignored_disabled": str(c.ignored_disabled),
-            "frames_decimated": str(c.decimated),
+            "frames_duplicate": str(c.duplicates),
             "engine_failures": str(c.failures),
             "resets": str(c.resets),
             "queue_frames": str(self.queue_length),

@@ -222,9 +222,14 @@ def objects_message(factory: MessageFactory, header: Any, result: FrameResult, i
     )
 
 
-def dynamic_mask_array(result: FrameResult) -> np.ndarray:
-    """mono8 pixels: 255 where something moves on this frame, 0 elsewhere (what SLAM consumers mask)."""
-    if result.dynamic_mask is not None:
+def dynamic_mask_array(result: FrameResult, mask_threshold: Optional[float] = None) -> np.ndarray:
+    """mono8 pixels: 255 where something moves on this frame, 0 elsewhere (what SLAM consumers mask).
+
+    With a foreground probability (GMOS-S) and ``mask_threshold``, the mask is ``fg_prob > threshold``.
+    """
+    if result.fg_prob is not None and mask_threshold is not None:
+        mask = result.fg_prob > mask_threshold
+    elif result.dynamic_mask is not None:
         mask = result.dynamic_mask
     else:
         moving = [o.instance_id for o in result.objects if o.state == MotionState.MOVING]
@@ -274,6 +279,7 @@ def frame_output_messages(
     depth: Optional[Any] = None,
     rgb: Optional[np.ndarray] = None,
     instance_mask_encoding: str = "mono16",
+    mask_threshold: Optional[float] = None,
     publish_instance_mask: bool = True,
     publish_masked_depth: bool = True,
     publish_debug_image: bool = False,
@@ -291,7 +297,7 @@ def frame_output_messages(
     instance = image_message(factory, header, instance_label_image(result.labels, instance_mask_encoding),
                              instance_mask_encoding)
     out[TOPIC_OBJECTS] = objects_message(factory, header, result, instance)
-    dynamic = dynamic_mask_array(result)
+    dynamic = dynamic_mask_array(result, mask_threshold)
     out[TOPIC_DYNAMIC_MASK] = image_message(factory, header, dynamic, "mono8")
     if camera_info is not None:
         out[TOPIC_DYNAMIC_MASK_INFO] = factory.replace(camera_info, header=header)
@@ -332,6 +338,7 @@ def record_messages(factory: MessageFactory, record: Any, params: Any, debug: bo
         factory, record.result, record.header,
         camera_info=record.source.camera_info, depth=record.source.depth, rgb=record.rgb,
         instance_mask_encoding=params.instance_mask_encoding,
+        mask_threshold=params.mask_threshold,
         publish_instance_mask=params.publish_instance_mask,
         publish_masked_depth=params.publish_masked_depth,
         publish_debug_image=bool(debug and params.publish_debug_image),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 MODELS = ("gmos_online", "gmos_s")
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 QOS_PRESETS = ("SENSOR_DATA", "DEFAULT", "SYSTEM_DEFAULT", "RELIABLE", "BEST_EFFORT")
 INPUT_TRANSPORTS = ("raw", "compressed")
 INSTANCE_ENCODINGS = ("mono16", "mono8")
@@ -68,16 +68,18 @@ PARAMETER_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("tiny_random_model", False, "use the tiny randomly-initialised test model (no weights; output is "
               "meaningless, for pipeline tests only)"),
     ParamSpec("device", "cuda", "torch device: cuda, cuda:N or cpu"),
-    ParamSpec("precision", "fp16", "inference precision", choices=PRECISIONS),
+    ParamSpec("precision", "auto", "encoder precision: auto = bf16/fp16 autocast on CUDA, fp32 on CPU",
+              choices=PRECISIONS),
     # thresholds and window
-    ParamSpec("motion_threshold", 0.5, "an object is MOVING when its motion probability exceeds this",
-              value_range=(0.0, 1.0, 0.0), read_only=False),
-    ParamSpec("mask_threshold", 0.5, "GMOS-S foreground probability threshold", value_range=(0.0, 1.0, 0.0),
-              read_only=False),
-    ParamSpec("window_size", 5, "frames per window (the model's window; 5 in the paper)",
-              value_range=(2, 16, 1)),
-    ParamSpec("process_every_nth", 1, "use only every Nth received frame (decimates fast cameras before the window)",
-              value_range=(1, 30, 1)),
+    ParamSpec("mask_threshold", 0.5, "GMOS-S: a pixel is dynamic when its foreground probability exceeds "
+              "this (0.5 = the paper)", value_range=(0.0, 1.0, 0.0), read_only=False),
+    ParamSpec("window_size", 5, "frames per window (odd; 5 for the official weights)", value_range=(1, 15, 2)),
+    ParamSpec("fps", 0.0, "nominal camera rate; 0 = estimate from the stamps of the first frames",
+              value_range=(0.0, 1000.0, 0.0)),
+    ParamSpec("stride", 0, "frames between window members; 0 = max(1, int(fps / 8)) as in the paper",
+              value_range=(0, 100, 1)),
+    ParamSpec("pixel_limit", 255000, "Pi3 pixel budget per frame (the paper's 255000)",
+              value_range=(196, 4_000_000, 1)),
     # inputs
     ParamSpec("input_transport", "raw", "raw: sensor_msgs/Image on 'image'; compressed: "
               "sensor_msgs/CompressedImage on 'image/compressed'", choices=INPUT_TRANSPORTS),
@@ -121,11 +123,12 @@ class NodeParams:
     sam2_config: str = "configs/sam2.1/sam2.1_hiera_l.yaml"
     tiny_random_model: bool = False
     device: str = "cuda"
-    precision: str = "fp16"
-    motion_threshold: float = 0.5
+    precision: str = "auto"
     mask_threshold: float = 0.5
     window_size: int = 5
-    process_every_nth: int = 1
+    fps: float = 0.0
+    stride: int = 0
+    pixel_limit: int = 255000
     input_transport: str = "raw"
     use_camera_info: bool = False
     use_depth: bool = False
@@ -152,6 +155,9 @@ class NodeParams:
         device = self.device
         if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
             raise ParameterError(f"parameter 'device' = {device!r}; expected 'cpu', 'cuda' or 'cuda:N'")
+        if self.window_size % 2 == 0:
+            raise ParameterError(f"parameter 'window_size' = {self.window_size}; expected an odd number (the "
+                                 "segmented frame sits in the middle of its window)")
         if self.max_queue_frames < self.window_size:
             raise ParameterError(
                 f"parameter 'max_queue_frames' = {self.max_queue_frames} is smaller than 'window_size' = "

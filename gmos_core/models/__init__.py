@@ -11,6 +11,7 @@ Runtime logic (windows, caches, tracking) lives in the engine and propagator, no
 from __future__ import annotations
 
 from gmos_core.models.gmos_s import GMOSS, GMOSSConfig
+from gmos_core.models.pi3_cache import Pi3TokenCache, encode_pi3_with_cache
 from gmos_core.models.pi3_encoder import Pi3Encoder, Pi3EncoderConfig
 from gmos_core.models.precision import encoder_autocast, encoder_autocast_dtype
 from gmos_core.models.proposer import GMOSProposer, ProposerConfig
@@ -52,6 +53,8 @@ __all__ = [
     "ProposerConfig",
     "Pi3Encoder",
     "Pi3EncoderConfig",
+    "Pi3TokenCache",
+    "encode_pi3_with_cache",
     "Sam2Features",
     "build_sam2_predictor",
     "install_memory_dtype_shim",

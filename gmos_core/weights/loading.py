@@ -67,6 +67,15 @@ def _is_pickle_file(path: Path) -> bool:
         return f.read(1) == b"\x80"  # pickle protocol >= 2 (legacy torch.save format)
 
 
+def _pickle_reason(exc: Exception) -> str:
+    """The informative line of torch's weights_only error (names the refused global)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in lines:
+        if "global" in ln.lower() or "unsupported" in ln.lower():
+            return ln
+    return lines[0] if lines else type(exc).__name__
+
+
 def load_state_dict_file(path: str | os.PathLike, allow_pickle: bool = False, *,
                          allow_unsafe_pickle: bool = False) -> dict[str, torch.Tensor]:
     """Read a weight file into a flat CPU state_dict (wrappers and ``module.`` prefixes removed).
@@ -97,7 +106,7 @@ def load_state_dict_file(path: str | os.PathLike, allow_pickle: bool = False, *,
         if not allow_unsafe_pickle:
             raise UnsafeCheckpointError(
                 f"{path}: refusing to unpickle: the file contains objects beyond tensors and plain containers, "
-                f"and unpickling them could execute arbitrary code ({str(exc).splitlines()[0]}). "
+                f"and unpickling them could execute arbitrary code ({_pickle_reason(exc)}). "
                 "Pass allow_unsafe_pickle=True (CLI: --allow-unsafe-pickle) only for files you trust.") from exc
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001

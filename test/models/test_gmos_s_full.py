@@ -1,0 +1,73 @@
+"""GMOS-S at full size vs the official numbers (gmos_s_full fixture) incl. its PNG outputs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gmos_core.models import GMOSS, build_gmos_s
+from gmos_core.postprocess import gmos_s_probability, probability_to_mask, probability_to_u8
+
+from .conftest import weights_from
+
+VIDEO_HW = (90, 160)
+
+
+@pytest.fixture(scope="module")
+def run(gmos_s_ref, proposer_ref, head_inputs, fixtures_dir):
+    model = build_gmos_s("full").eval()
+    own = weights_from(gmos_s_ref)
+    shared = weights_from(proposer_ref)
+    meta = json.loads((fixtures_dir / "gmos_s_full" / "meta.json").read_text())
+    state = {k: own[k] if k in own else shared[k] for k in model.state_dict()}
+    assert len(own) == 8 and len(state) == 80, meta.get("weights")
+    model.load_state_dict(state, strict=True)
+    inter = {}
+    model.trans_encoder.register_forward_hook(lambda m, i, o: inter.__setitem__("trans_encoder", o))
+    model.fg_upscaling.register_forward_hook(lambda m, i, o: inter.__setitem__("fg_upscaling", o))
+    token, sam_btn, high_res = head_inputs
+    with torch.no_grad():
+        out = model(token, sam_btn, high_res)
+    return out, inter
+
+
+def test_default_constructor_is_official():
+    sd = GMOSS().state_dict()
+    assert len(sd) == 80 and sum(v.numel() for v in sd.values()) == 4_743_939
+
+
+def test_outputs_and_intermediates(run, gmos_s_ref):
+    out, inter = run
+    r = gmos_s_ref
+    assert set(out) == {"fg_mask", "iou_pred", "conf_pred"}
+    assert out["fg_mask"].shape == (2, 1, 256, 256) and out["iou_pred"].shape == (2, 1)
+    assert (out["fg_mask"] - r["outputs/fg_mask"]).abs().max() <= 1e-4
+    assert (out["iou_pred"] - r["outputs/iou_pred"]).abs().max() <= 1e-5
+    assert (out["conf_pred"] - r["outputs/conf_pred"]).abs().max() <= 1e-5
+    assert (inter["trans_encoder"][:, ::8, ::4, ::4] - r["inter/trans_encoder_sub"]).abs().max() <= 1e-4
+    assert (inter["fg_upscaling"][:, ::4, ::8, ::8] - r["inter/fg_upscaling_sub"]).abs().max() <= 1e-4
+
+
+def test_postprocessing_and_pngs(run, gmos_s_ref, fixtures_dir):
+    out, _ = run
+    r = gmos_s_ref
+    prob = gmos_s_probability(out["fg_mask"], VIDEO_HW)
+    assert prob.shape == (2, *VIDEO_HW) and prob.dtype == np.float32
+    np.testing.assert_allclose(prob, r["postproc/fg_prob_up"].numpy(), atol=1e-5)
+    u8 = probability_to_u8(prob)
+    mask = probability_to_mask(prob)
+    for t in range(2):
+        png_prob = np.array(Image.open(fixtures_dir / "gmos_s_full" / f"official_prob_{t:05d}.png"))
+        png_mask = np.array(Image.open(fixtures_dir / "gmos_s_full" / f"official_mask_{t:05d}.png"))
+        diff = np.abs(u8[t].astype(int) - png_prob.astype(int))
+        assert diff.max() <= 1 and (diff > 0).sum() <= 10, (diff.max(), (diff > 0).sum())
+        np.testing.assert_array_equal(mask[t].astype(np.uint8), png_mask)
+    np.testing.assert_array_equal(mask.astype(np.uint8), r["postproc/mask"].numpy())
+
+
+def test_u8_truncates_rather_than_rounds():
+    prob = np.array([0.0, 0.9999 / 255, 1.6 / 255, 0.5, 1.0, 1.2, -0.1], dtype=np.float32)
+    np.testing.assert_array_equal(probability_to_u8(prob), [0, 0, 1, 127, 255, 255, 0])

@@ -1,0 +1,98 @@
+"""preprocess / postprocess helpers vs the official `utils` fixture sections (pi3_target_size,
+pi3_resize_example, sam2_transform, get_numpy_hard_max)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gmos_core.postprocess import ProposalLabeler, get_numpy_hard_max, hard_max_slots
+from gmos_core.preprocess import pi3_image_tensor, pi3_target_size, sam2_image_tensor
+
+from .conftest import load_tensors
+
+
+@pytest.fixture(scope="module")
+def utils_json(fixtures_dir):
+    return json.loads((fixtures_dir / "utils" / "utils.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def utils_tensors(fixtures_dir):
+    return load_tensors(fixtures_dir / "utils" / "utils.safetensors")
+
+
+def test_pi3_target_size(utils_json):
+    cases = utils_json["pi3_target_size"]["cases"]
+    assert len(cases) == 11
+    for case in cases:
+        w, h = case["input_WxH"]
+        assert list(pi3_target_size(w, h)) == case["output_HxW"], case
+
+
+def test_pi3_target_size_budget_and_errors():
+    for w, h in [(854, 480), (33, 999), (5000, 7), (1, 1)]:
+        th, tw = pi3_target_size(w, h)
+        assert th % 14 == 0 and tw % 14 == 0 and th * tw <= 255000
+    assert pi3_target_size(854, 480, pixel_limit=100000) == (238, 420)
+    assert pi3_target_size(854, 480, pixel_limit=100000)[0] * pi3_target_size(854, 480, pixel_limit=100000)[1] <= 100000
+    with pytest.raises(ValueError, match="width"):
+        pi3_target_size(0, 480)
+    with pytest.raises(ValueError, match="pixel_limit"):
+        pi3_target_size(640, 480, pixel_limit=100)
+
+
+def test_pi3_lanczos_resize_is_exact(fixtures_dir):
+    src = np.array(Image.open(fixtures_dir / "utils" / "lanczos_input_854x480.png").convert("RGB"))
+    ref = np.array(Image.open(fixtures_dir / "utils" / "lanczos_output_672x378.png").convert("RGB"))
+    tensor = pi3_image_tensor([src, src])
+    assert tensor.shape == (2, 3, 378, 672) and tensor.dtype == torch.float32
+    expected = torch.from_numpy(ref).permute(2, 0, 1).float() / 255
+    assert torch.equal(tensor[0], expected) and torch.equal(tensor[1], expected)
+
+
+@pytest.mark.parametrize("case", ["small_80x60", "wide_1500x40"])
+def test_sam2_transform(utils_tensors, case):
+    r = {k.split("/")[-1]: v for k, v in utils_tensors.items() if k.startswith(f"sam2_transform/{case}/")}
+    out = sam2_image_tensor(r["input_u8"].numpy())
+    assert out.shape == (3, 1024, 1024)
+    torch.testing.assert_close(out[0, ::4, ::4], r["ch0_sub4"], atol=1e-6, rtol=0)
+    torch.testing.assert_close(out[:, 517, :], r["row517"], atol=1e-6, rtol=0)
+    torch.testing.assert_close(out[:, :, 333], r["col333"], atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.double().mean((1, 2)), r["channel_mean_f64"], atol=1e-6, rtol=0)
+    batch = sam2_image_tensor([r["input_u8"].numpy()] * 2)
+    assert batch.shape == (2, 3, 1024, 1024) and torch.equal(batch[1], out)
+
+
+def test_bad_frames_are_named():
+    with pytest.raises(ValueError, match="RGB uint8"):
+        sam2_image_tensor(np.zeros((10, 10, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="RGB uint8"):
+        pi3_image_tensor([np.zeros((10, 10), dtype=np.uint8)])
+
+
+@pytest.mark.parametrize("threshold", ["0", "0.5"])
+def test_get_numpy_hard_max(utils_json, threshold):
+    section = utils_json["get_numpy_hard_max"]
+    x = np.array(section["input"], dtype=np.float32)
+    expected = np.array(section[f"threshold_{threshold}"], dtype=np.float32)
+    out = get_numpy_hard_max(x, float(threshold))
+    assert out.dtype == x.dtype
+    np.testing.assert_array_equal(out, expected)
+    slots = hard_max_slots(x, float(threshold))
+    np.testing.assert_array_equal(slots >= 0, expected.sum(0) > 0)
+    np.testing.assert_array_equal(np.where(slots >= 0, slots, 0), np.where(expected.sum(0) > 0, expected.argmax(0), 0))
+
+
+def test_labeler_rejects_mismatched_frames():
+    lab = ProposalLabeler()
+    with pytest.raises(ValueError, match="disagree"):
+        lab.add(np.zeros((3, 4, 4), np.float32), np.zeros(2), np.zeros(3))
+    lab.add(np.zeros((3, 4, 4), np.float32), np.zeros(3), np.zeros(3))
+    with pytest.raises(ValueError, match="differs"):
+        lab.add(np.zeros((3, 5, 4), np.float32), np.zeros(3), np.zeros(3))
+    labels = lab.finalize()  # all logits 0 -> nothing beats the threshold -> background only
+    assert labels.seq_annos.max() == 0 and labels.label_slots.size == 0

@@ -1,0 +1,81 @@
+"""Launch the GMOS node: camera topics in, instance masks / dynamic masks / per-object motion out.
+
+    ros2 launch gmos_ros gmos.launch.py image_topic:=/camera/color/image_raw \
+        head_weights:=/path/gmos_proposer.safetensors pi3_weights:=/path/pi3.safetensors \
+        sam2_checkpoint:=/path/sam2.1_hiera_large.pt
+    ros2 launch gmos_ros gmos.launch.py bag:=/path/to/bag          # plays it with --clock, sim time on
+
+Empty model/weight/device arguments keep the values of the params file.
+"""
+import os
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PythonExpression
+from launch_ros.actions import Node, SetParameter
+
+PACKAGE = "gmos_ros"
+
+# name → (default, description)
+ARGUMENTS = {
+    "namespace": ("gmos", "namespace of the node and its outputs"),
+    "image_topic": ("/camera/color/image_raw", "input image (sensor_msgs/Image; '<topic>/compressed' "
+                    "is used when input_transport is compressed)"),
+    "camera_info_topic": ("/camera/color/camera_info", "input camera_info (used when use_camera_info)"),
+    "depth_topic": ("/camera/aligned_depth_to_color/image_raw", "registered depth (used when use_depth)"),
+    "params_file": ("", "parameter YAML; empty = share/gmos_ros/config/gmos_desktop.yaml"),
+    "model": ("", "gmos_online or gmos_s; empty = from the params file"),
+    "pi3_weights": ("", "Pi3 encoder weights (.safetensors); empty = from the params file"),
+    "head_weights": ("", "GMOS proposer / GMOS-S head weights (.safetensors); empty = from the params file"),
+    "sam2_checkpoint": ("", "SAM 2.1 Hiera-L checkpoint; empty = from the params file"),
+    "device": ("", "cuda, cuda:N or cpu; empty = from the params file"),
+    "use_sim_time": ("false", "use /clock (set automatically when bag is given)"),
+    "log_level": ("info", "node log level (debug, info, warn, error)"),
+    "autostart": ("true", "configure and activate the lifecycle node at start"),
+    "bag": ("", "optional rosbag2 to play with --clock (sim time is then used)"),
+}
+OVERRIDABLE = ("model", "pi3_weights", "head_weights", "sam2_checkpoint", "device")
+
+
+def _default_params_file() -> str:
+    from ament_index_python.packages import get_package_share_directory
+
+    return os.path.join(get_package_share_directory(PACKAGE), "config", "gmos_desktop.yaml")
+
+
+def _node(context, *args, **kwargs):
+    value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    params_file = value["params_file"] or _default_params_file()
+    overrides = {name: value[name] for name in OVERRIDABLE if value[name]}
+    overrides["autostart"] = value["autostart"].lower() in ("1", "true", "yes")
+    overrides["use_sim_time"] = bool(value["bag"]) or value["use_sim_time"].lower() in ("1", "true", "yes")
+    image = value["image_topic"]
+    node = Node(
+        package=PACKAGE,
+        executable="gmos_node",
+        name="gmos_node",
+        namespace=value["namespace"],
+        output="screen",
+        parameters=[params_file, overrides],
+        remappings=[
+            ("image", image),
+            ("image/compressed", image.rstrip("/") + "/compressed"),
+            ("camera_info", value["camera_info_topic"]),
+            ("depth", value["depth_topic"]),
+        ],
+        arguments=["--ros-args", "--log-level", value["log_level"]],
+    )
+    return [node]
+
+
+def generate_launch_description() -> LaunchDescription:
+    declared = [DeclareLaunchArgument(name, default_value=default, description=text)
+                for name, (default, text) in ARGUMENTS.items()]
+    has_bag = PythonExpression(["'", LaunchConfiguration("bag"), "' != ''"])
+    return LaunchDescription(declared + [
+        SetParameter(name="use_sim_time", value=True, condition=IfCondition(has_bag)),
+        ExecuteProcess(cmd=["ros2", "bag", "play", LaunchConfiguration("bag"), "--clock"], output="screen",
+                       condition=IfCondition(has_bag)),
+        OpaqueFunction(function=_node),
+    ])

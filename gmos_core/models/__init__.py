@@ -19,6 +19,7 @@ from gmos_core.models.sam2_features import (
     Sam2Features,
     build_sam2_predictor,
     install_memory_dtype_shim,
+    remove_memory_dtype_shim,
 )
 
 MODEL_SIZES = ("full", "tiny")
@@ -58,6 +59,7 @@ __all__ = [
     "Sam2Features",
     "build_sam2_predictor",
     "install_memory_dtype_shim",
+    "remove_memory_dtype_shim",
     "encoder_autocast",
     "encoder_autocast_dtype",
     "build_pi3_encoder",

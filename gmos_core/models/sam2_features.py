@@ -80,14 +80,16 @@ def _meta_device():
 def build_sam2_predictor(config: str | os.PathLike = PACKAGED_L_CONFIG,
                          checkpoint: str | os.PathLike | None = None,
                          device: str | torch.device = "cpu", *, allow_unsafe_pickle: bool = False,
-                         hydra_overrides: list[str] | None = None, meta: bool = False):
+                         hydra_overrides: list[str] | None = None, meta: bool = False,
+                         memory_dtype_shim: bool = False):
     """Build a PyPI ``SAM2VideoPredictor`` (eval mode, ``fill_hole_area=0``) and load a checkpoint.
 
     ``config``: packaged name (``configs/sam2.1/sam2.1_hiera_l.yaml``) or a YAML path (e.g. the tiny
     :data:`TINY_CONFIG_PATH`). ``checkpoint``: the official ``sam2.1_hiera_large.pt`` (``{"model": sd}``,
     read with ``weights_only=True``) or a safetensors file; None keeps random weights. Loading is strict:
     missing / unexpected / misshaped keys raise ``WeightLoadError``. ``meta=True`` builds on the meta
-    device without allocating weights (key/shape checks).
+    device without allocating weights (key/shape checks). ``memory_dtype_shim=True`` installs
+    :func:`install_memory_dtype_shim` (needed to track in float32 without autocast, e.g. on CPU).
     """
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
@@ -113,6 +115,8 @@ def build_sam2_predictor(config: str | os.PathLike = PACKAGED_L_CONFIG,
     predictor.eval()
     for p in predictor.parameters():
         p.requires_grad_(False)
+    if memory_dtype_shim:
+        install_memory_dtype_shim(predictor)
     return predictor
 
 
@@ -146,6 +150,16 @@ def install_memory_dtype_shim(predictor):
     handle = predictor.memory_attention.register_forward_pre_hook(_cast_memory_to_curr_dtype, with_kwargs=True)
     predictor._gmos_memory_dtype_shim = handle
     return handle
+
+
+def remove_memory_dtype_shim(predictor) -> bool:
+    """Undo :func:`install_memory_dtype_shim`; returns whether a shim was installed."""
+    handle = getattr(predictor, "_gmos_memory_dtype_shim", None)
+    if handle is None:
+        return False
+    handle.remove()
+    predictor._gmos_memory_dtype_shim = None
+    return True
 
 
 class Sam2Features:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gmos_core.models import Sam2Features, build_sam2_predictor, install_memory_dtype_shim
+from gmos_core.models import Sam2Features, build_sam2_predictor, install_memory_dtype_shim, remove_memory_dtype_shim
 from gmos_core.models.sam2_features import TINY_CONFIG_PATH
 from gmos_core.preprocess import sam2_image_tensor
 from gmos_core.weights import WeightLoadError
@@ -86,10 +86,17 @@ def test_memory_dtype_shim(predictor):
             out = predictor.memory_attention(**kwargs)
             expected = predictor.memory_attention(**{**kwargs, "memory": memory.float()})
         finally:
-            handle.remove()
-            del predictor._gmos_memory_dtype_shim
+            assert remove_memory_dtype_shim(predictor)
+        assert not remove_memory_dtype_shim(predictor)
+        with pytest.raises(RuntimeError):  # removed: the float32 Linear meets bf16 memory again
+            predictor.memory_attention(**kwargs)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, expected)
+
+
+def test_build_option_installs_the_shim(fixtures_dir):
+    predictor = build_sam2_predictor(TINY_CONFIG_PATH, None, memory_dtype_shim=True)
+    assert remove_memory_dtype_shim(predictor)
 
 
 def test_strict_checkpoint_loading(tmp_path, fixtures_dir):

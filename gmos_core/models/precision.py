@@ -19,9 +19,15 @@ def encoder_autocast_dtype(device: torch.device | str) -> torch.dtype | None:
     return torch.bfloat16 if major >= 8 else torch.float16
 
 
-def encoder_autocast(device: torch.device | str, enabled: bool = True):
-    """Context manager: the official encoder autocast for ``device`` (a no-op on CPU or when disabled)."""
-    dtype = encoder_autocast_dtype(device) if enabled else None
+def encoder_autocast(device: torch.device | str, enabled: bool | torch.dtype = True):
+    """Context manager: the official encoder autocast for ``device`` (a no-op on CPU or when disabled).
+
+    ``enabled``: True = official policy, False = fp32, or an explicit CUDA autocast dtype (bf16/fp16).
+    """
+    if isinstance(enabled, torch.dtype):
+        dtype = enabled if torch.device(device).type == "cuda" and enabled != torch.float32 else None
+    else:
+        dtype = encoder_autocast_dtype(device) if enabled else None
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=dtype)

@@ -81,7 +81,8 @@ def build_sam2_predictor(config: str | os.PathLike = PACKAGED_L_CONFIG,
                          checkpoint: str | os.PathLike | None = None,
                          device: str | torch.device = "cpu", *, allow_unsafe_pickle: bool = False,
                          hydra_overrides: list[str] | None = None, meta: bool = False,
-                         memory_dtype_shim: bool = False):
+                         memory_dtype_shim: bool = False,
+                         target: str = "sam2.sam2_video_predictor.SAM2VideoPredictor"):
     """Build a PyPI ``SAM2VideoPredictor`` (eval mode, ``fill_hole_area=0``) and load a checkpoint.
 
     ``config``: packaged name (``configs/sam2.1/sam2.1_hiera_l.yaml``) or a YAML path (e.g. the tiny
@@ -90,11 +91,12 @@ def build_sam2_predictor(config: str | os.PathLike = PACKAGED_L_CONFIG,
     missing / unexpected / misshaped keys raise ``WeightLoadError``. ``meta=True`` builds on the meta
     device without allocating weights (key/shape checks). ``memory_dtype_shim=True`` installs
     :func:`install_memory_dtype_shim` (needed to track in float32 without autocast, e.g. on CPU).
+    ``target``: the predictor class to instantiate (dotted path), e.g. a subclass adding object IoUs.
     """
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    overrides = ["++model._target_=sam2.sam2_video_predictor.SAM2VideoPredictor",
+    overrides = [f"++model._target_={target}",
                  *_POSTPROCESSING_OVERRIDES, *(hydra_overrides or [])]
     cfg = _compose_sam2_config(config, overrides)
     OmegaConf.resolve(cfg)
@@ -171,7 +173,8 @@ class Sam2Features:
     float32; ``split(backbone_out)`` -> per-frame ``backbone_out`` dicts (bottleneck cloned) for caching.
     """
 
-    def __init__(self, predictor, autocast: bool = True) -> None:
+    def __init__(self, predictor, autocast: bool | torch.dtype = True) -> None:
+        """``autocast``: True = official policy (bf16 / fp16 on CUDA, fp32 on CPU), False = fp32, or a dtype."""
         self.predictor = predictor
         self.autocast = autocast
 

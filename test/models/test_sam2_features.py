@@ -116,3 +116,32 @@ def test_strict_checkpoint_loading(tmp_path, fixtures_dir):
 def test_unknown_config_is_named():
     with pytest.raises(FileNotFoundError, match="neither an existing YAML"):
         build_sam2_predictor("/nonexistent/sam2.yaml", None)
+
+
+def test_predictor_class_can_be_chosen():
+    from sam2.sam2_video_predictor import SAM2VideoPredictor
+
+    predictor = build_sam2_predictor(TINY_CONFIG_PATH, None, target=f"{__name__}._SubclassForTest")
+    assert type(predictor) is _SubclassForTest and isinstance(predictor, SAM2VideoPredictor)
+
+
+def test_encoder_autocast_policy():
+    import contextlib
+
+    from gmos_core.models import encoder_autocast, encoder_autocast_dtype
+
+    assert encoder_autocast_dtype("cpu") is None
+    assert isinstance(encoder_autocast("cpu"), contextlib.nullcontext)
+    assert isinstance(encoder_autocast("cpu", torch.bfloat16), contextlib.nullcontext)  # CPU stays fp32
+
+
+def _make_subclass():
+    from sam2.sam2_video_predictor import SAM2VideoPredictor
+
+    class _SubclassForTest(SAM2VideoPredictor):
+        pass
+
+    return _SubclassForTest
+
+
+_SubclassForTest = _make_subclass()

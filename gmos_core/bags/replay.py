@@ -168,6 +168,8 @@ class _StageTimes:
 class MotionTimeline:
     """Per track: the motion state on each segmented frame (for the objects x time plot)."""
 
+    FOREGROUND = -1  # pseudo-track of GMOS-S results
+
     def __init__(self) -> None:
         self.stamps_ns: list[int] = []
         self.states: dict[int, dict[int, int]] = {}  # track -> {frame position: state}
@@ -177,6 +179,9 @@ class MotionTimeline:
         self.stamps_ns.append(int(result.frame.stamp_ns))
         for obj in result.objects:
             self.states.setdefault(int(obj.track_id), {})[position] = int(obj.state)
+        if not result.objects and result.dynamic_mask is not None:
+            # GMOS-S has no objects: one row for "the foreground moves on this frame" (any dynamic pixel).
+            self.states.setdefault(self.FOREGROUND, {})[position] = 2 if bool(np.any(result.dynamic_mask)) else 1
 
     def matrix(self, max_tracks: int = 40) -> tuple[np.ndarray, list[int]]:
         """(tracks, frames) int8: -1 absent, else MotionState value; longest-lived tracks first."""
@@ -205,7 +210,7 @@ class MotionTimeline:
             ax.imshow(grid + 1, aspect="auto", interpolation="nearest", cmap=ListedColormap(colours),
                       vmin=0, vmax=3, extent=extent)
             ax.set_yticks(range(len(tracks)))
-            ax.set_yticklabels([f"track {t}" for t in tracks], fontsize=7)
+            ax.set_yticklabels(["foreground" if t == self.FOREGROUND else f"track {t}" for t in tracks], fontsize=7)
         else:
             ax.text(0.5, 0.5, "no objects segmented", ha="center", va="center", transform=ax.transAxes)
             ax.set_yticks([])

@@ -1,0 +1,67 @@
+"""Helpers for the replay tests: small real bags (frames of the bundled dog clip) and a replay runner
+that drives the real NodeCore and the real StreamingEngine with the tiny random-weights models."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+
+SMALL = (160, 96)  # frame size of the test bags: keeps the tiny model at a fraction of a second per frame
+IMAGE_TOPIC = "/camera/image_raw"
+INFO_TOPIC = "/camera/camera_info"
+
+
+def make_video_bag(source: Path, out: Path, frames: int, storage: str = "mcap", distro: str = "jazzy",
+                   size=SMALL, **kwargs) -> Path:
+    from gmos_core.bags.from_video import VideoBagOptions, video_to_bag
+
+    video_to_bag(source, out, VideoBagOptions(max_frames=frames, resize=size, storage=storage, distro=distro, **kwargs))
+    return out
+
+
+@functools.lru_cache(maxsize=2)
+def _tiny_models(mode: str):
+    import torch
+
+    from gmos_core.engine.config import EngineConfig
+    from gmos_core.engine.models import build_engine_models
+
+    torch.set_num_threads(2)
+    return build_engine_models(EngineConfig(mode=mode, device="cpu", precision="fp32"), size="tiny", allow_random=True)
+
+
+def tiny_node_maker(mode: str = "gmos_s", **param_changes):
+    """clock -> activated NodeCore over a real StreamingEngine with the cached tiny random models."""
+    from gmos_core.bridge.core import NodeCore
+    from gmos_core.bridge.params import NodeParams
+    from gmos_core.engine.config import EngineConfig
+    from gmos_core.engine.streaming import StreamingEngine
+
+    params = NodeParams(model=mode, tiny_random_model=True, device="cpu", precision="fp32", **param_changes)
+
+    def build(p):
+        return StreamingEngine(EngineConfig(mode=p.model, device="cpu", precision="fp32"), _tiny_models(p.model))
+
+    def make(clock_ns):
+        node = NodeCore(params, build, clock_ns=clock_ns)
+        node.activate()
+        return node
+
+    return make
+
+
+def read_bag(path: Path) -> dict[str, list[tuple[int, object]]]:
+    """{topic: [(log time, deserialised message), ...]} read back with rosbags."""
+    from rosbags.highlevel import AnyReader
+
+    from gmos_core.bags.typestore import make_typestore
+
+    out: dict[str, list] = {}
+    with AnyReader([Path(path)], default_typestore=make_typestore("jazzy")) as reader:
+        for conn, t, raw in reader.messages():
+            out.setdefault(conn.topic, []).append((t, reader.deserialize(raw, conn.msgtype)))
+    return out
+
+
+def stamp_ns(msg) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)

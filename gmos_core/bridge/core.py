@@ -79,6 +79,13 @@ class InputFrame:
         return stamp_to_ns(self.image.header)
 
 
+@dataclass(frozen=True)
+class _ResetMarker:
+    """Queue entry: reset the window here (frames before it end the old stream)."""
+
+    reason: str
+
+
 @dataclass
 class OutputRecord:
     """A segmented frame ready to publish: its result and the source messages it describes."""
@@ -178,7 +185,6 @@ class NodeCore:
         self._queue: Deque[InputFrame] = collections.deque()
         self._cond = threading.Condition()
         self._engine_lock = threading.Lock()  # push/flush/reset never run concurrently
-        self._reset_reason: Optional[str] = None
         self._last_stamp_ns: Optional[int] = None
         self._last_size: Optional[tuple[int, int]] = None
         self._window_position = 0  # frames pushed in the current window block
@@ -249,7 +255,7 @@ class NodeCore:
             self._last_stamp_ns = stamp
             if size is not None:
                 self._last_size = size
-            if len(self._queue) >= self.params.max_queue_frames:
+            if self._frames_waiting_locked() >= self.params.max_queue_frames:
                 self._drop_oldest_window_locked(now)
             self._queue.append(frame)
             self.counters.queued += 1
@@ -269,16 +275,22 @@ class NodeCore:
         self.enabled = bool(enabled)
 
     def _request_reset_locked(self, reason: str) -> None:
-        self._queue.clear()
-        self._reset_reason = reason
+        # A marker in the queue: frames received before the reset are still processed (and flushed) as the
+        # end of the old stream; frames after it start a new window.
+        self._queue.append(_ResetMarker(reason))
         self._last_size = None
         self.log.warning(f"GMOS window reset: {reason}")
 
     def _drop_oldest_window_locked(self, now: int) -> None:
-        count = min(len(self._queue), self.params.window_size)
-        for _ in range(count):
-            self._queue.popleft()
-        self.counters.dropped_frames += count
+        dropped, markers = 0, []
+        while self._queue and dropped < self.params.window_size:
+            item = self._queue.popleft()
+            if isinstance(item, _ResetMarker):
+                markers.append(item)  # resets are never dropped
+            else:
+                dropped += 1
+        self._queue.extendleft(reversed(markers))
+        self.counters.dropped_frames += dropped
         self.counters.skipped_windows += 1
         self._last_skip_ns = now
 
@@ -293,8 +305,9 @@ class NodeCore:
     # ------------------------------------------------------------------ worker side
     @property
     def queue_length(self) -> int:
+        """Frames waiting for the worker."""
         with self._cond:
-            return len(self._queue)
+            return self._frames_waiting_locked()
 
     def process_pending(self, max_frames: Optional[int] = None) -> list[OutputRecord]:
         """Push queued frames to the engine (oldest first); return the outputs that became ready."""
@@ -302,23 +315,26 @@ class NodeCore:
         done = 0
         while max_frames is None or done < max_frames:
             with self._cond:
-                reset_reason, self._reset_reason = self._reset_reason, None
-                frame = self._queue.popleft() if self._queue else None
-                backlog = len(self._queue)
-            if reset_reason is not None:
-                outputs.extend(self._reset_engine())
-            if frame is None:
+                item = self._queue.popleft() if self._queue else None
+                backlog = self._frames_waiting_locked()
+            if item is None:
                 break
-            outputs.extend(self._push(frame, backlog))
+            if isinstance(item, _ResetMarker):
+                outputs.extend(self._reset_engine())
+                continue
+            outputs.extend(self._push(item, backlog))
             done += 1
         return outputs
+
+    def _frames_waiting_locked(self) -> int:
+        return sum(not isinstance(item, _ResetMarker) for item in self._queue)
 
     def wait_for_frames(self, timeout_s: float) -> bool:
         """Block until a frame (or a reset) is pending or the timeout passes."""
         with self._cond:
-            if not self._queue and self._reset_reason is None:
+            if not self._queue:
                 self._cond.wait(timeout_s)
-            return bool(self._queue) or self._reset_reason is not None
+            return bool(self._queue)
 
     def flush(self) -> list[OutputRecord]:
         """End of stream: process what is queued, then the frames still waiting for look-ahead."""

@@ -66,7 +66,9 @@ def convert(input_path: str, output_path: str, kind: str = "auto", size: str = "
         kind = detect_kind(state)
     model = _meta_model(kind, size, sam2_config)
     ignore = PI3_IGNORED_PREFIXES if kind == "pi3" else ()
-    dropped = check_fit(model, state, source=str(input_path), ignore_prefixes=ignore)
+    # Head checkpoints may carry training-only keys (the release's exact key set is unknown): dropped.
+    dropped = check_fit(model, state, source=str(input_path), ignore_prefixes=ignore,
+                        allow_unexpected=kind in ("gmos", "gmos-s"))
     if not keep_extra:
         needed = set(model.state_dict())
         state = {k: v for k, v in state.items() if k in needed}

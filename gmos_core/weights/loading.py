@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -173,13 +174,19 @@ def load_pi3_encoder(model: nn.Module, source, *, allow_unsafe_pickle: bool = Fa
     return model.eval().requires_grad_(False)
 
 
-def load_proposer(model: nn.Module, source, *, allow_unsafe_pickle: bool = False) -> nn.Module:
+def load_proposer(model: nn.Module, source, *, allow_unsafe_pickle: bool = False,
+                  strict_extra: bool = False) -> nn.Module:
     """Load a GMOS or GMOS-S checkpoint (``{"model_state_dict": sd}`` via torch.save, or safetensors).
 
-    Strict on the model's keys (missing / misshaped raise); extra keys also raise, because a head
-    checkpoint with unknown keys is most likely the wrong file (GMOS vs GMOS-S)."""
+    Every model key must be present with its shape (a GMOS file cannot fill a GMOS-S model or vice versa:
+    the other head's keys are missing). Keys the model does not use (the released files' exact key set is
+    unknown; training-only heads are possible) are ignored with a ``UserWarning`` naming them, or raise with
+    ``strict_extra=True``."""
     state, name = _state_from(source, allow_unsafe_pickle)
-    load_into(model, state, source=name)
+    ignored = load_into(model, state, source=name, allow_unexpected=not strict_extra)
+    if ignored:
+        warnings.warn(f"{name}: ignored {len(ignored)} keys that {type(model).__name__} does not use: "
+                      f"{_format_keys(ignored)}", UserWarning, stacklevel=2)
     return model.eval().requires_grad_(False)
 
 

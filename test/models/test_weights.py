@@ -76,7 +76,11 @@ def test_missing_extra_and_misshaped_keys_are_named(proposer_state):
     with pytest.raises(WeightLoadError, match=r"2 missing keys: iou_head.layers.2.bias, obj_token"):
         load_proposer(build_proposer("tiny"), missing)
     with pytest.raises(WeightLoadError, match=r"unexpected keys: extra.key"):
-        load_proposer(build_proposer("tiny"), {**proposer_state, "extra.key": torch.zeros(1)})
+        load_proposer(build_proposer("tiny"), {**proposer_state, "extra.key": torch.zeros(1)}, strict_extra=True)
+    # by default unused keys (e.g. training-only heads) are ignored, loudly
+    with pytest.warns(UserWarning, match="ignored 1 keys .*extra.key"):
+        model = load_proposer(build_proposer("tiny"), {**proposer_state, "extra.key": torch.zeros(1)})
+    _assert_loaded(model, proposer_state)
     bad = {**proposer_state, "motion_weight": torch.zeros(2)}
     with pytest.raises(WeightLoadError, match=r"misshaped keys: motion_weight: file \(2,\) vs model \(1,\)"):
         load_proposer(build_proposer("tiny"), bad)

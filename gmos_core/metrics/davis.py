@@ -10,11 +10,17 @@ Re-implements the definitions of ``davis2017-evaluation`` (``davis2017/metrics.p
   precision/recall conventions for empty boundaries as the official code.
 * Statistics per object (``db_statistics``): mean, recall = fraction of frames > 0.5, decay = mean of the
   first quarter minus mean of the last quarter (bins ``round(linspace(1, n, 5)) - 1``).
+* Objects: GT ids 1..max(id in the first annotated frame) (``get_all_masks``); GT value 255 is read as
+  background.  The official code builds its "void" masks from the already-binarised object masks, so no
+  pixel is ever excluded as void; the same here (``db_eval_iou`` / ``f_measure`` still accept void masks).
+  Predicted objects: ids 1..max(predicted id over the evaluated frames) (``Results.read_masks``).
 * ``semi-supervised`` convention: predicted id k is object k (no matching), first and last frame dropped,
-  more predicted ids than GT objects is an error; GT void (255) pixels are not excluded.
-* ``unsupervised`` convention: up to 20 predicted ids, all frames, void (255) pixels excluded, predictions
-  matched to GT objects by the Hungarian algorithm maximising the mean over frames of (J + F) / 2
-  (``linear_sum_assignment(-cost)``, predictions as rows).
+  the number of predicted ids must equal the number of GT objects (the official evaluator exits otherwise).
+* ``unsupervised`` convention: up to 20 predicted ids, all frames, fewer predictions padded with empty ones,
+  predictions matched to GT objects by the Hungarian algorithm maximising the mean over frames of
+  (J + F) / 2 (``linear_sum_assignment(-cost)``, predictions as rows).  Per-object results are listed in GT
+  order here (the official lists them in prediction-row order under GT names; the set of values, and every
+  mean, is the same).
 
 Everything is vectorised per frame: each mask's boundary and its dilation are computed once and reused for
 every (prediction, object) pair, which gives the same counts as the official pairwise loop.
@@ -285,24 +291,24 @@ def evaluate_davis_sequence(
     if not gt_frames:
         raise ValueError(f"sequence {name!r}: no annotated frames")
     gt_stack = np.stack([np.asarray(g) for g in gt_frames])
-    void_stack = gt_stack == VOID_ID
-    gt_ids = np.where(void_stack, 0, gt_stack)
+    gt_ids = np.where(gt_stack == VOID_ID, 0, gt_stack)
     first = gt_ids[0] if objects_from_first_frame else gt_ids
     n_obj = int(first.max())
-    pred_max = max(int(np.asarray(p).max()) if np.asarray(p).size else 0 for p in pred_frames)
-    if convention == "semi-supervised" and pred_max > n_obj:
+    frames = range(len(gt_frames))
+    if convention == "semi-supervised":
+        frames = range(1, len(gt_frames) - 1)
+    pred_max = max((int(np.asarray(pred_frames[i]).max()) if np.asarray(pred_frames[i]).size else 0) for i in frames) \
+        if len(frames) else 0
+    if convention == "semi-supervised" and pred_max != n_obj:
         raise ValueError(
-            f"sequence {name!r}: predicted id {pred_max} but the annotation has {n_obj} objects "
-            "(semi-supervised convention: predicted id k must be GT object k)"
+            f"sequence {name!r}: largest predicted id is {pred_max} but the annotation has {n_obj} objects "
+            "(semi-supervised convention: predicted id k must be GT object k, for every object)"
         )
     if convention == "unsupervised" and pred_max > MAX_PROPOSALS:
         raise ValueError(
             f"sequence {name!r}: predicted id {pred_max} exceeds the {MAX_PROPOSALS} proposals the unsupervised "
             "DAVIS convention allows"
         )
-    frames = range(len(gt_frames))
-    if convention == "semi-supervised":
-        frames = range(1, len(gt_frames) - 1)
     n_pred = max(pred_max, n_obj)
     gt_ids_arr = np.arange(1, n_obj + 1)[:, None, None]
     pred_ids_arr = np.arange(1, n_pred + 1)[:, None, None]
@@ -316,7 +322,7 @@ def evaluate_davis_sequence(
             )
         gt_m = gt_ids[fi][None] == gt_ids_arr
         pr_m = pred[None] == pred_ids_arr
-        void = void_stack[fi] if convention == "unsupervised" else None
+        void = None  # see the module docstring: the official evaluator never excludes void pixels
         if convention == "semi-supervised":
             # Only the diagonal is used; computing it pairwise keeps one code path.
             j, f = frame_jf_tables(gt_m, pr_m[:n_obj], void, bound_th)

@@ -256,8 +256,7 @@ def evaluate_davis_sequence_dir(
         gt = read_label_png(g)
         pred = read_label_png(pred_dir / g.name)
         if fgbg:
-            void = gt == 255
-            gt = np.where(void, 255, (gt > 0)).astype(np.uint8)
+            gt = ((gt > 0) & (gt != 255)).astype(np.uint8)
             pred = _fgbg_map(pred, is_prob)
         gts.append(gt)
         preds.append(pred)

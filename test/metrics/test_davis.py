@@ -137,7 +137,7 @@ def test_semi_supervised_drops_first_and_last_frame_and_uses_ids():
     assert r.n_frames == 4 and len(r.objects[0].j) == 4
     u = evaluate_davis_sequence(gts, ids, "unsupervised")
     assert u.objects[1].j_stats[0] == pytest.approx(r.objects[1].j_stats[0])
-    with pytest.raises(ValueError, match="predicted id 9 but the annotation has 2 objects"):
+    with pytest.raises(ValueError, match="largest predicted id is 9 but the annotation has 2 objects"):
         evaluate_davis_sequence(gts, preds, "semi-supervised")
 
 
@@ -147,11 +147,19 @@ def test_unsupervised_limits_and_void():
         evaluate_davis_sequence(gts, [np.where(p > 0, 21, 0).astype(np.uint8) for p in preds], "unsupervised")
     with pytest.raises(ValueError, match="6 annotated frames but 5 predicted"):
         evaluate_davis_sequence(gts, preds[:5])
+    # 255 is read as background (the official evaluator never excludes void pixels)
     void_gt = [np.where(_sq(30, 40, 20, 30, 10, 1) > 0, 255, g).astype(np.uint8) for g in gts]
+    zero_gt = [np.where(g == 255, 0, g).astype(np.uint8) for g in void_gt]
     r = evaluate_davis_sequence(void_gt, preds, "unsupervised")
-    assert len(r.objects) == 2
+    assert r.summary() == evaluate_davis_sequence(zero_gt, preds, "unsupervised").summary()
     agg = aggregate_davis([r])
     assert 0 < agg.j_mean <= 1 and agg.n_objects == 2
+    # fewer predictions than objects: padded with empty predictions (J = F = 0 for the missing object)
+    one = [np.where(p == 5, 1, 0).astype(np.uint8) for p in preds]
+    r1 = evaluate_davis_sequence(gts, one, "unsupervised")
+    assert r1.objects[1].j == [0.0] * 6 and r1.objects[1].matched_pred_id == 2
+    with pytest.raises(ValueError, match="largest predicted id is 1 but the annotation has 2"):
+        evaluate_davis_sequence(gts, one, "semi-supervised")
 
 
 def _write(path, arr):

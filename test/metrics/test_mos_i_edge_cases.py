@@ -228,3 +228,16 @@ def test_frame_count_mismatch_noted_or_strict_error(tmp_path):
 def test_bundled_gmos2k_csv_selects_official_sequence_counts():
     assert len(load_time_annotations(None, "davis17-im")) == 19
     assert len(load_time_annotations(None, "ytvos19-im")) == 231
+
+
+def test_fast_and_generic_frame_tables_agree():
+    rng = np.random.default_rng(3)
+    gt = rng.integers(0, 21, (37, 53)).astype(np.uint8)
+    pred = rng.integers(0, 40, (37, 53)).astype(np.uint8)
+    fast = frame_table(gt, pred)
+    slow = frame_table(gt.astype(np.int32), pred.astype(np.int32))
+    for a, b in [(fast.inter, slow.inter), (fast.pred_area, slow.pred_area), (fast.gt_area, slow.gt_area)]:
+        assert np.array_equal(a, b)
+    assert fast.inter.sum() == ((pred > 0) & (pred <= 20) & (gt > 0)).sum()
+    with pytest.raises(ObjectIdError, match=r"\[200\]"):
+        frame_table(np.where(gt == 3, 200, gt).astype(np.uint8), pred)

@@ -340,6 +340,7 @@ def replay_bag(
                         writer.add_topic(conn.topic, conn.msgtype, qos=conn.ext.offered_qos_profiles,
                                          msgdef=conn.msgdef.data or None, digest=conn.digest or None)
                 copy_topics = frozenset(used_topics)
+            writer.checkpoint()  # metadata.yaml with every topic exists from here on
 
             pending: dict[int, BagFrame] = {}  # id(image msg) -> frame, waiting for its result
             diag_period_ns = int(params.diagnostics_period_s * 1e9)

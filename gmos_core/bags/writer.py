@@ -19,6 +19,7 @@ A kill that lands inside a checkpoint's few-millisecond write can still leave a 
 """
 from __future__ import annotations
 
+import collections
 import io
 import os
 import struct
@@ -30,6 +31,11 @@ from typing import Any, Optional, Sequence
 from gmos_core.bags.typestore import DISTROS, check_distro, make_typestore
 
 STORAGES = ("mcap", "sqlite3")
+# MCAP record layouts (little endian): Message = opcode, record length, channel id, sequence, log time,
+# publish time; Chunk body header = start, end, uncompressed size, crc (0 = not computed), compression
+# string length (0 = none), records length.
+_MESSAGE_HEADER = struct.Struct("<BQHIQQ")
+_CHUNK_HEADER = struct.Struct("<QQQIIQ")
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 
 
@@ -55,18 +61,28 @@ def _storage_classes() -> dict:
     """Durable subclasses of rosbags' storage writers (built lazily: rosbags is an optional dependency)."""
     from rosbags.rosbag2.storage_mcap import McapWriter
     from rosbags.rosbag2.storage_sqlite3 import Sqlite3Writer
-    from rosbags.rosbag2.enums import StoragePlugin
+    from rosbags.rosbag2.enums import CompressionMode, StoragePlugin
 
     class DurableSqlite3Writer(Sqlite3Writer):
         """sqlite3 storage that commits at every checkpoint and never spills uncommitted pages."""
 
         def __init__(self, path: Path, compression: Any) -> None:
-            super().__init__(path, compression)
+            import sqlite3
+
+            if compression == CompressionMode.STORAGE:
+                raise BagWriteError("the sqlite3 storage does not support storage-side compression")
+            # As rosbags' Sqlite3Writer.__init__, plus settings that must precede the schema.
+            self.path = path / f"{path.name}.db3"
+            self.conn = sqlite3.connect(f"file:{self.path}", uri=True)
+            # 64 KiB pages: an image is a few overflow pages instead of hundreds (the page size is fixed
+            # once the first table exists). rosbag2's C++ reader accepts any page size.
+            self.conn.execute("PRAGMA page_size=65536")
             # No spill: uncommitted pages stay in memory, so the file only changes inside COMMIT.
             self.conn.execute("PRAGMA cache_spill=OFF")
             # Process kills (not power loss) are what we guard against: the OS keeps written pages.
             self.conn.execute("PRAGMA synchronous=OFF")
-            self.conn.commit()
+            self.conn.executescript(self.SQLITE_SCHEMA)
+            self.cursor = self.conn.cursor()
 
         def checkpoint(self) -> None:
             self.conn.commit()
@@ -91,9 +107,51 @@ def _storage_classes() -> dict:
                 self.bio.truncate()
                 self._tail_at = None
 
+        def write(self, connection: Any, timestamp: int, data: bytes | memoryview) -> None:
+            # Same bookkeeping as rosbags, but the record header and payload go straight into the chunk
+            # buffer (rosbags builds each record in a temporary BytesIO first: one more copy of every image).
+            self.message_start_time = min(timestamp, self.message_start_time)
+            self.message_end_time = max(timestamp, self.message_end_time)
+            self.channel_stats[connection.id] += 1
+            chunk = self.chunk
+            chunk.message_start_time = min(timestamp, chunk.message_start_time)
+            chunk.message_end_time = max(timestamp, chunk.message_end_time)
+            chunk.msgs[connection.id].append((timestamp, chunk.bio.tell()))
+            chunk.bio.write(_MESSAGE_HEADER.pack(0x05, 22 + len(data), connection.id, 0, timestamp, timestamp))
+            chunk.bio.write(data)
+            if chunk.bio.tell() > 2**20:
+                self.close_chunk()
+
         def close_chunk(self) -> None:
             self._drop_provisional_tail()
-            super().close_chunk()
+            if self.compression:
+                super().close_chunk()
+                return
+            # Uncompressed chunk written from the buffer's memory without the intermediate copies.
+            chunk = self.chunk
+            body = chunk.bio.getbuffer()
+            size = len(body)
+            head = _CHUNK_HEADER.pack(chunk.message_start_time, chunk.message_end_time, size, 0, 0, size)
+            chunk_start = self.bio.tell()
+            self.bio.write(struct.pack("<BQ", 0x06, len(head) + size))
+            self.bio.write(head)
+            self.bio.write(body)
+            del body  # release the view before the buffer is dropped
+            chunk_end = self.bio.tell()
+            offsets: list[tuple[int, int]] = []
+            for cid, msgs in chunk.msgs.items():
+                offsets.append((cid, self.bio.tell()))
+                entries = b"".join(struct.pack("<QQ", ts, offset) for ts, offset in msgs)
+                self.bio.write(struct.pack("<BQHI", 0x07, 6 + len(entries), cid, len(entries)))
+                self.bio.write(entries)
+            index = io.BytesIO()
+            index.write(struct.pack("<QQQQI", chunk.message_start_time, chunk.message_end_time, chunk_start,
+                                    chunk_end - chunk_start, len(offsets) * 10))
+            for cid, offset in offsets:
+                index.write(struct.pack("<HQ", cid, offset))
+            index.write(struct.pack("<QIQQ", self.bio.tell() - chunk_end, 0, size, size))
+            self.chunks.append(index)
+            self.chunk = type(chunk)(2**63 - 1, 0, io.BytesIO(), collections.defaultdict(list))
 
         def checkpoint(self) -> None:
             if self.chunk.bio.tell():
@@ -178,6 +236,7 @@ class BagWriter:
         self._connections: dict[str, Any] = {}
         self._serializers: dict[str, Any] = {}
         self._last_metadata = 0.0
+        self._metadata_stale = True
         self.closed = False
         self.bytes_written = 0
 
@@ -195,7 +254,7 @@ class BagWriter:
         else:
             kwargs["typestore"] = self.typestore
         self._connections[name] = self._writer.add_connection(name, msgtype, **kwargs)
-        self._write_metadata(force=True)
+        self._metadata_stale = True  # written at the next checkpoint
 
     @property
     def topics(self) -> dict[str, str]:
@@ -223,6 +282,11 @@ class BagWriter:
         self._writer.storage.checkpoint()
         self._write_metadata(force=False)
 
+    def flush_metadata(self) -> None:
+        """Rewrite metadata.yaml now (e.g. right after declaring the topics)."""
+        if not self.closed:
+            self._write_metadata(force=True)
+
     def close(self) -> None:
         """Finalise: storage summary/commit and the final metadata.yaml."""
         if self.closed:
@@ -248,9 +312,10 @@ class BagWriter:
 
     def _write_metadata(self, force: bool) -> None:
         now = time.monotonic()
-        if not force and now - self._last_metadata < self.metadata_interval_s:
+        if not (force or self._metadata_stale) and now - self._last_metadata < self.metadata_interval_s:
             return
         self._last_metadata = now
+        self._metadata_stale = False
         write_provisional_metadata(self._writer)
 
 
@@ -259,7 +324,6 @@ def write_provisional_metadata(writer: Any) -> None:
 
     Same layout as rosbags' ``Writer.close()`` so that rosbags and ``ros2 bag`` read it.
     """
-    from ruamel.yaml import YAML
     from rosbags.rosbag2.metadata import dump_qos_v8, dump_qos_v9
 
     dump_qos = dump_qos_v9 if writer.version >= 9 else dump_qos_v8
@@ -300,10 +364,14 @@ def write_provisional_metadata(writer: Any) -> None:
         "custom_data": dict(writer.custom_data) or None,
         "ros_distro": "rosbags",
     }
-    yaml = YAML(typ="safe")
-    yaml.default_flow_style = False
-    text = io.StringIO()
-    yaml.dump({"rosbag2_bagfile_information": info}, text)
     tmp = writer.metapath.with_suffix(".yaml.tmp")
-    tmp.write_text(text.getvalue(), "utf8")
+    tmp.write_text(dump_yaml({"rosbag2_bagfile_information": info}), "utf8")
     os.replace(tmp, writer.metapath)
+
+
+def dump_yaml(data: dict) -> str:
+    """Block-style YAML (PyYAML's C emitter when available: ruamel takes ~20 ms per metadata file)."""
+    import yaml
+
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(data, Dumper=dumper, default_flow_style=False, sort_keys=False)

@@ -102,15 +102,15 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     rows = _rows(msg, IMAGE_ENCODINGS[encoding], "image")
     height = rows.shape[0]
     if encoding == "mono8":
-        return np.repeat(rows.reshape(height, width, 1), 3, axis=2)
+        return np.repeat(rows.reshape(height, width, 1), 3, axis=2)  # np.repeat copies
     if encoding in ("yuv422", "uyvy"):
         return _yuv422_to_rgb(rows, width, "uyvy")
     if encoding in ("yuv422_yuy2", "yuyv"):
         return _yuv422_to_rgb(rows, width, "yuy2")
     pixels = rows.reshape(height, width, IMAGE_ENCODINGS[encoding])
     if encoding.startswith("bgr"):
-        return np.ascontiguousarray(pixels[..., 2::-1])
-    return np.ascontiguousarray(pixels[..., :3])
+        return np.array(pixels[..., 2::-1], order="C")  # always a copy: the message buffer may be read-only
+    return np.array(pixels[..., :3], order="C")
 
 
 def compressed_to_rgb(msg: Any) -> np.ndarray:

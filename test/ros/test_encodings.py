@@ -22,6 +22,7 @@ def test_colour_encodings_round_trip_with_step_padding(bag_factory, encoding, pa
     assert msg.step == rgb.shape[1] * len(encoding.rstrip("8")) + pad
     out = image_to_rgb(msg)
     assert out.shape == rgb.shape and out.dtype == np.uint8 and out.flags["C_CONTIGUOUS"]
+    assert out.flags["WRITEABLE"] and not np.shares_memory(out, msg.data)  # a copy, never a view
     np.testing.assert_array_equal(out, rgb)
 
 

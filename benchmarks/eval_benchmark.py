@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -108,9 +109,13 @@ def main() -> int:
     else:
         cmd += ["--out", str(args.root / "results"), "--no-plots"]
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    load = os.getloadavg()[0]
     sys.stdout.write(proc.stdout)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
@@ -119,6 +124,8 @@ def main() -> int:
     print(f"command: {' '.join(cmd[2:])}")
     print(f"gmos eval wall time: {elapsed:.1f} s for {args.sequences} sequences / {frames} frames "
           f"({frames * 2 / elapsed:.0f} PNGs/s, {args.workers} workers)")
+    print(f"CPU time (all processes): {cpu:.1f} s -> {cpu / args.workers:.1f} s wall on {args.workers} idle cores; "
+          f"1-min load average at the end: {load:.1f} on {os.cpu_count()} CPUs")
     return 0
 
 

@@ -11,7 +11,7 @@ from gmos_core.bags.replay import Artefacts, ReplayOptions, replay_bag
 
 from ._helpers import IMAGE_TOPIC, INFO_TOPIC, make_video_bag, read_bag, stamp_ns, tiny_node_maker
 
-FRAMES = 7
+FRAMES = 5  # > the look-ahead (2 frames at stride 1): outputs both in-stream and at the flush
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
@@ -45,6 +45,9 @@ def test_round_trip_one_output_per_input(tmp_path, shared_dir, storage):
     # the inputs used are copied alongside, byte for byte
     assert [stamp_ns(m) for _, m in outputs[IMAGE_TOPIC]] == [s for s, _ in in_headers]
     assert np.array_equal(outputs[IMAGE_TOPIC][3][1].data, inputs[IMAGE_TOPIC][3][1].data)
+    # look-ahead: the first output is logged when a later input arrived, the last ones at the flush
+    first_log, first = outputs["/gmos/objects"][0]
+    assert first_log > stamp_ns(first)
     assert "/gmos/replay/skipped" not in outputs  # declared, but nothing was skipped
     # an output is logged when the node would publish it: never before its own frame
     for topic in ("/gmos/objects",):
@@ -52,7 +55,7 @@ def test_round_trip_one_output_per_input(tmp_path, shared_dir, storage):
             assert log_time >= stamp_ns(msg)
     assert Path(summary.artefacts["motion timeline plot"]).stat().st_size > 1000
     assert Path(summary.artefacts["overlay video"]).stat().st_size > 1000
-    assert '"frames_out": 7' in Path(summary.artefacts["summary"]).read_text()
+    assert f'"frames_out": {FRAMES}' in Path(summary.artefacts["summary"]).read_text()
 
 
 def test_humble_output_uses_metadata_v8_with_integer_qos(tmp_path, demo_clip):
@@ -112,10 +115,10 @@ def _write_bag_with_bad_frames(path: Path, clip: Path, bad: dict[int, str], fram
 
 
 def test_unsupported_encoding_mid_bag_is_recorded_and_the_run_continues(tmp_path, demo_clip):
-    stamps = _write_bag_with_bad_frames(tmp_path / "in", demo_clip, {2: "bayer_rggb8", 3: "32FC3"})
+    stamps = _write_bag_with_bad_frames(tmp_path / "in", demo_clip, {2: "bayer_rggb8", 3: "32FC3"}, frames=5)
     out_bag = tmp_path / "out"
     summary = replay_bag(tmp_path / "in", out_bag, ReplayOptions(IMAGE_TOPIC), tiny_node_maker(), progress=False)
-    assert (summary.frames_in, summary.frames_out, summary.frames_skipped) == (6, 4, 2)
+    assert (summary.frames_in, summary.frames_out, summary.frames_skipped) == (5, 3, 2)
     assert summary.accounted
     assert [s.index for s in summary.skipped] == [2, 3]
     assert all("not supported" in s.reason for s in summary.skipped)

@@ -101,8 +101,8 @@ def _random_sequence(rng, n_gt, n_pred, shape, pred_shape):
         preds.append(p)
     anno = {}
     for k in range(n_obj):
-        if rng.random() < 0.8:
-            s = int(rng.integers(0, n_gt))
+        if k == 0 or rng.random() < 0.8:
+            s = 0 if k == 0 else int(rng.integers(0, n_gt))
             anno[str(k + 1)] = [[s, int(rng.integers(s, n_gt + 3))]]
     if not anno:
         anno["1"] = [[0, n_gt - 1]]

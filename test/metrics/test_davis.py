@@ -216,3 +216,22 @@ def test_moca_success_rate():
     assert sr.mean == pytest.approx(7 / 15)
     with pytest.raises(ValueError, match="2 predicted masks but 3"):
         success_rates(masks[:2], boxes)
+
+
+def test_fgbg_reads_prob_maps_with_the_half_threshold(tmp_path, capsys):
+    gt = _sq(20, 30, 4, 4, 8, 1) + _sq(20, 30, 4, 18, 6, 2)
+    prob = np.zeros((20, 30), np.uint8)
+    prob[4:12, 4:12] = 200  # object 1 found
+    prob[4:10, 18:24] = 127  # object 2 just below 0.5 -> background
+    for t in range(3):
+        _write(tmp_path / "anno" / "s" / f"{t:05d}.png", gt)
+        path = tmp_path / "out" / "prob" / "s" / f"{t:05d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(prob, mode="L").save(path)
+    rc = gmos_main(["eval", "--protocol", "fgbg", "--pred", str(tmp_path / "out"), "--anno", str(tmp_path / "anno"),
+                    "--quiet", "--out", str(tmp_path / "res"), "--no-plots"])
+    assert rc == 0
+    import json
+
+    res = json.loads((tmp_path / "res" / "results.json").read_text())
+    assert res["aggregate"]["J_mean"] == pytest.approx(64 / 100)

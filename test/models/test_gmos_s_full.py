@@ -71,3 +71,14 @@ def test_postprocessing_and_pngs(run, gmos_s_ref, fixtures_dir):
 def test_u8_truncates_rather_than_rounds():
     prob = np.array([0.0, 0.9999 / 255, 1.6 / 255, 0.5, 1.0, 1.2, -0.1], dtype=np.float32)
     np.testing.assert_array_equal(probability_to_u8(prob), [0, 0, 1, 127, 255, 255, 0])
+
+
+def test_parity_report_png(fixtures_dir, tmp_path, capsys):
+    from gmos_core.models.parity_report import main
+
+    out = tmp_path / "parity.png"
+    assert main(["--fixtures", str(fixtures_dir), "--out", str(out)]) == 0
+    assert Image.open(out).size[0] > 600
+    printed = capsys.readouterr().out
+    errors = [float(line.split()[-1]) for line in printed.splitlines() if "max abs error" in line]
+    assert len(errors) == 4 and max(errors) < 1e-4

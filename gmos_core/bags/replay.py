@@ -179,7 +179,7 @@ class MotionTimeline:
         self.stamps_ns.append(int(result.frame.stamp_ns))
         for obj in result.objects:
             self.states.setdefault(int(obj.track_id), {})[position] = int(obj.state)
-        if not result.objects and result.dynamic_mask is not None:
+        if result.mode == "gmos_s" and result.dynamic_mask is not None:
             # GMOS-S has no objects: one row for "the foreground moves on this frame" (any dynamic pixel).
             self.states.setdefault(self.FOREGROUND, {})[position] = 2 if bool(np.any(result.dynamic_mask)) else 1
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -31,6 +31,7 @@ from gmos_core.bridge import (OUTPUT_TOPICS, PARAMETER_SPECS, TOPIC_DEBUG_IMAGE,
                               NodeParams, OutputRecord, ParameterError, RclpyMessageFactory,
                               diagnostics_message, image_to_rgb, record_messages)
 from gmos_core.bridge.engine_factory import build_engine
+from gmos_core.bridge.params import SPECS_BY_NAME
 
 NODE_NAME = "gmos_node"
 
@@ -101,6 +102,7 @@ class GmosNode(LifecycleNode):
         self._synchronizer: Any = None
         self._services: list[Any] = []
         self._diagnostics_timer: Any = None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # ------------------------------------------------------------------ helpers
     def now_ns(self) -> int:
@@ -224,6 +226,29 @@ class GmosNode(LifecycleNode):
             return
         statuses = self.core.diagnostics(hardware_id=self.params.device)
         self._publishers[TOPIC_DIAGNOSTICS].publish(diagnostics_message(self._factory, self.now_ns(), statuses))
+
+    def _on_set_parameters(self, parameters: list) -> SetParametersResult:
+        """Run-time changes of the parameters that allow them (mask_threshold, enabled); rclpy itself
+        refuses read-only ones."""
+        changes = {}
+        for parameter in parameters:
+            spec = SPECS_BY_NAME.get(parameter.name)
+            if spec is None:  # use_sim_time and other rclpy parameters
+                continue
+            if spec.read_only and self.params is not None:
+                return SetParametersResult(successful=False, reason=f"{parameter.name} is read-only; "
+                                           "set it in the params file and re-configure the node")
+            try:
+                changes[parameter.name] = spec.validate(parameter.value)
+            except ParameterError as err:
+                return SetParametersResult(successful=False, reason=str(err))
+        if self.params is not None and changes:
+            self.params = self.params.replace(**changes)
+            if self.core is not None:
+                self.core.params = self.params
+                if "enabled" in changes:
+                    self.core.set_enabled(changes["enabled"])
+        return SetParametersResult(successful=True, reason="")
 
     # ------------------------------------------------------------------ services
     def _on_enable(self, request: Any, response: Any) -> Any:

@@ -326,6 +326,29 @@ class Node:
     def get_logger(self) -> Logger:
         return self._logger
 
+    def add_on_set_parameters_callback(self, callback: Callable) -> None:
+        self._set_callbacks = getattr(self, "_set_callbacks", []) + [callback]
+
+    def set_parameters(self, parameter_list: list[Parameter]) -> list[Any]:
+        """rclpy: each parameter is checked by the callbacks (read-only ones are refused first)."""
+        results = []
+        result_type = sys.modules["rcl_interfaces.msg"].SetParametersResult
+        for parameter in parameter_list:
+            descriptor = self.descriptors.get(parameter.name)
+            if descriptor is not None and descriptor.read_only:
+                results.append(result_type(successful=False, reason=f"Trying to set a read-only parameter: "
+                                                                    f"{parameter.name}."))
+                continue
+            result = result_type(successful=True, reason="")
+            for callback in getattr(self, "_set_callbacks", []):
+                result = callback([parameter])
+                if not result.successful:
+                    break
+            if result.successful:
+                self._parameters[parameter.name] = Parameter(parameter.name, parameter.value)
+            results.append(result)
+        return results
+
     def get_clock(self) -> Clock:
         return self._clock
 

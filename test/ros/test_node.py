@@ -93,6 +93,19 @@ def test_invalid_parameters_fail_configure_with_a_clear_error(ros, tiny_engine_f
         p.topic_name == "/rosout" for p in node.publishers)
 
 
+def test_run_time_parameter_changes(ros, tiny_engine_factory):
+    node = make_node(ros, tiny_engine_factory)
+    node.trigger_configure()
+    (ok,) = node.set_parameters([D.Parameter("mask_threshold", 0.7)])
+    assert ok.successful and node.core.params.mask_threshold == 0.7
+    (bad,) = node.set_parameters([D.Parameter("mask_threshold", 2.0)])
+    assert not bad.successful and "[0.0, 1.0]" in bad.reason and node.core.params.mask_threshold == 0.7
+    (read_only,) = node.set_parameters([D.Parameter("window_size", 7)])
+    assert not read_only.successful and node.core.params.window_size == 5
+    (off,) = node.set_parameters([D.Parameter("enabled", False)])
+    assert off.successful and not node.core.enabled
+
+
 def test_topics_qos_and_services(ros, tiny_engine_factory):
     node = make_node(ros, tiny_engine_factory)
     assert node.trigger_configure() == D.TransitionCallbackReturn.SUCCESS

@@ -89,8 +89,7 @@ def test_invalid_parameters_fail_configure_with_a_clear_error(ros, tiny_engine_f
     assert node.trigger_configure() == D.TransitionCallbackReturn.FAILURE
     errors = node.get_logger().messages("error")
     assert len(errors) == 1 and name in errors[0] and expected in errors[0]
-    assert node.lifecycle_state == "unconfigured" and node.publishers == [] or all(
-        p.topic_name == "/rosout" for p in node.publishers)
+    assert node.lifecycle_state == "unconfigured" and node.publishers == [] and node.core is None
 
 
 def test_run_time_parameter_changes(ros, tiny_engine_factory):
@@ -136,6 +135,31 @@ def test_compressed_transport_subscribes_to_image_compressed(ros, tiny_engine_fa
     assert sub.topic_name == "image/compressed" and sub.msg_type.__name__ == "CompressedImage"
     assert sub.qos.reliability == D.ReliabilityPolicy.RELIABLE and sub.qos.depth == 3
     node.trigger_deactivate()
+
+
+def test_cv_bridge_is_used_where_installed_with_numpy_fallback(ros, monkeypatch, bag_factory):
+    import types
+
+    from .conftest import image_msg
+
+    calls = []
+
+    class CvBridge:
+        def imgmsg_to_cv2(self, msg, desired_encoding="passthrough"):
+            calls.append((msg.encoding, desired_encoding))
+            if msg.encoding == "bgra8":
+                raise RuntimeError("cv_bridge refused")  # e.g. an older release
+            return np.zeros((msg.height, msg.width, 3), np.uint8)
+
+    monkeypatch.setitem(__import__("sys").modules, "cv_bridge", types.SimpleNamespace(CvBridge=CvBridge))
+    convert = ros[1].cv_bridge_converter()
+    rgb = rgb_frame(0)
+    assert not convert(image_msg(bag_factory, rgb, 1, encoding="bgr8")).any()  # cv_bridge's answer
+    np.testing.assert_array_equal(convert(image_msg(bag_factory, rgb, 1, encoding="bgra8")), rgb)  # fallback
+    yuyv = image_msg(bag_factory, rgb, 1, encoding="mono8")
+    yuyv.encoding, yuyv.width = "yuv422_yuy2", WIDTH // 2  # same bytes read as 2 bytes per pixel
+    assert convert(yuyv).shape == (HEIGHT, WIDTH // 2, 3)  # numpy only: cv_bridge is not asked
+    assert calls == [("bgr8", "rgb8"), ("bgra8", "rgb8")]
 
 
 def test_activate_failure_is_reported_not_raised(ros):

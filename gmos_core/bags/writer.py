@@ -36,6 +36,8 @@ STORAGES = ("mcap", "sqlite3")
 # string length (0 = none), records length.
 _MESSAGE_HEADER = struct.Struct("<BQHIQQ")
 _CHUNK_HEADER = struct.Struct("<QQQIIQ")
+# Without checkpoints, the pending chunk is written once it holds this much (bounds memory).
+_MAX_PENDING_BYTES = 64 * 2**20
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 
 
@@ -100,6 +102,8 @@ def _storage_classes() -> dict:
         def __init__(self, path: Path, compression: Any) -> None:
             super().__init__(path, compression)
             self._tail_at: Optional[int] = None
+            self._pieces: list[Any] = []  # pending chunk content, in order (bytes / memoryviews)
+            self._pending = 0  # its length in bytes
 
         def _drop_provisional_tail(self) -> None:
             if self._tail_at is not None:
@@ -108,35 +112,48 @@ def _storage_classes() -> dict:
                 self._tail_at = None
 
         def write(self, connection: Any, timestamp: int, data: bytes | memoryview) -> None:
-            # Same bookkeeping as rosbags, but the record header and payload go straight into the chunk
-            # buffer (rosbags builds each record in a temporary BytesIO first: one more copy of every image).
+            # Same bookkeeping as rosbags, but the payload is not copied into a chunk buffer: the pending
+            # chunk is a list of pieces written to the file at the next checkpoint (rosbags copies every
+            # message twice in memory before the file write). The file is only touched at checkpoints, so
+            # between them it always ends in a valid footer.
+            if self.compression:
+                super().write(connection, timestamp, data)
+                return
             self.message_start_time = min(timestamp, self.message_start_time)
             self.message_end_time = max(timestamp, self.message_end_time)
             self.channel_stats[connection.id] += 1
             chunk = self.chunk
+            if chunk.bio.tell():  # schema/channel records rosbags put in the chunk buffer: keep their order
+                self._pieces.append(chunk.bio.getvalue())
+                self._pending += chunk.bio.tell()
+                chunk.bio.seek(0)
+                chunk.bio.truncate()
             chunk.message_start_time = min(timestamp, chunk.message_start_time)
             chunk.message_end_time = max(timestamp, chunk.message_end_time)
-            chunk.msgs[connection.id].append((timestamp, chunk.bio.tell()))
-            chunk.bio.write(_MESSAGE_HEADER.pack(0x05, 22 + len(data), connection.id, 0, timestamp, timestamp))
-            chunk.bio.write(data)
-            if chunk.bio.tell() > 2**20:
-                self.close_chunk()
+            chunk.msgs[connection.id].append((timestamp, self._pending))
+            self._pieces.append(_MESSAGE_HEADER.pack(0x05, 22 + len(data), connection.id, 0, timestamp, timestamp))
+            self._pieces.append(data)
+            self._pending += 31 + len(data)
+            if self._pending > _MAX_PENDING_BYTES:
+                self.checkpoint()
 
         def close_chunk(self) -> None:
             self._drop_provisional_tail()
             if self.compression:
                 super().close_chunk()
                 return
-            # Uncompressed chunk written from the buffer's memory without the intermediate copies.
             chunk = self.chunk
-            body = chunk.bio.getbuffer()
-            size = len(body)
+            if chunk.bio.tell():
+                self._pieces.append(chunk.bio.getvalue())
+                self._pending += chunk.bio.tell()
+            size = self._pending
             head = _CHUNK_HEADER.pack(chunk.message_start_time, chunk.message_end_time, size, 0, 0, size)
             chunk_start = self.bio.tell()
             self.bio.write(struct.pack("<BQ", 0x06, len(head) + size))
             self.bio.write(head)
-            self.bio.write(body)
-            del body  # release the view before the buffer is dropped
+            for piece in self._pieces:
+                self.bio.write(piece)
+            self._pieces, self._pending = [], 0
             chunk_end = self.bio.tell()
             offsets: list[tuple[int, int]] = []
             for cid, msgs in chunk.msgs.items():
@@ -153,8 +170,11 @@ def _storage_classes() -> dict:
             self.chunks.append(index)
             self.chunk = type(chunk)(2**63 - 1, 0, io.BytesIO(), collections.defaultdict(list))
 
+        def _has_pending(self) -> bool:
+            return bool(self._pending or self.chunk.bio.tell())
+
         def checkpoint(self) -> None:
-            if self.chunk.bio.tell():
+            if self._has_pending():
                 self.close_chunk()
             self._drop_provisional_tail()
             self._tail_at = self.bio.tell()
@@ -162,6 +182,8 @@ def _storage_classes() -> dict:
             self.bio.flush()
 
         def close(self, version: int, metadata: str) -> None:
+            if self._has_pending():
+                self.close_chunk()
             self._drop_provisional_tail()
             super().close(version, metadata)
 
@@ -270,7 +292,8 @@ class BagWriter:
         self.write_raw(topic, log_time_ns, self.typestore.serialize_cdr(msg, conn.msgtype))
 
     def write_raw(self, topic: str, log_time_ns: int, raw: bytes | memoryview) -> None:
-        """Write already CDR-serialised bytes (e.g. an input message copied verbatim)."""
+        """Write already CDR-serialised bytes (e.g. an input message copied verbatim). The mcap storage keeps
+        a reference until the next checkpoint: do not modify ``raw`` in place before then."""
         conn = self._connection(topic)
         self._writer.write(conn, int(log_time_ns), raw)
         self.bytes_written += len(raw)

@@ -34,8 +34,8 @@ import numpy as np
 
 from gmos_core.engine.result import FrameResult
 
-from .encodings import (ImageFormatError, UnsupportedEncodingError, compressed_to_rgb, image_to_rgb,
-                        is_supported_image_encoding)
+from .encodings import (DEPTH_ENCODINGS, ImageFormatError, UnsupportedEncodingError, compressed_to_rgb,
+                        image_to_rgb, is_supported_image_encoding)
 from .messages import stamp_to_ns
 from .params import NodeParams
 
@@ -149,6 +149,7 @@ class NodeCounters:
     ignored_disabled: int = 0  # received while disabled
     duplicates: int = 0  # same stamp as the previous frame (ignored)
     rejected: int = 0  # bad encoding or malformed image
+    depth_rejected: int = 0  # depth images with an unsupported encoding (the frame is still segmented)
     queued: int = 0  # entered the queue
     pushed: int = 0  # given to the engine
     segmented: int = 0  # outputs produced (one per segmented frame)
@@ -238,6 +239,14 @@ class NodeCore:
             self._reject(f"image encoding {image.encoding!r} is not supported; expected one of rgb8, bgr8, "
                          f"rgba8, bgra8, mono8, yuv422 (uyvy), yuv422_yuy2 (yuyv)", key=str(image.encoding))
             return False
+        if depth is not None and str(depth.encoding) not in DEPTH_ENCODINGS:
+            # the image is still segmented; only the masked depth is left out
+            self._reject(f"depth encoding {depth.encoding!r} is not supported; expected one of "
+                         f"{sorted(DEPTH_ENCODINGS)}; the image is segmented without it (no masked_depth)",
+                         key="depth:" + str(depth.encoding), what="depth image ignored")
+            self.counters.rejected -= 1  # the frame itself is accepted
+            self.counters.depth_rejected += 1
+            depth = None
         frame = InputFrame(image=image, camera_info=camera_info, depth=depth, compressed=compressed,
                            receive_ns=now)
         stamp = frame.stamp_ns
@@ -294,13 +303,13 @@ class NodeCore:
         self.counters.skipped_windows += 1
         self._last_skip_ns = now
 
-    def _reject(self, problem: str, key: str) -> None:
+    def _reject(self, problem: str, key: str, what: str = "frame refused") -> None:
         self.counters.rejected += 1
         self._last_problem = problem
         self._recent_problem_ns = self._clock_ns()
         if key not in self._warned_encodings:  # one clear line per kind of problem, not one per frame
             self._warned_encodings.add(key)
-            self.log.error(f"GMOS: frame refused: {problem}")
+            self.log.error(f"GMOS: {what}: {problem}")
 
     # ------------------------------------------------------------------ worker side
     @property
@@ -449,6 +458,7 @@ class NodeCore:
             "windows_skipped": str(c.skipped_windows),
             "frames_dropped": str(c.dropped_frames),
             "frames_rejected": str(c.rejected),
+            "depth_rejected": str(c.depth_rejected),
             "frames_ignored_disabled": str(c.ignored_disabled),
             "frames_duplicate": str(c.duplicates),
             "engine_failures": str(c.failures),

@@ -197,3 +197,19 @@ def test_process_before_activate_is_an_error(bag_factory):
     core.on_image(image_msg(bag_factory, rgb_frame(0), T0))
     with pytest.raises(RuntimeError, match="before activate"):
         core.process_pending()
+
+
+def test_unsupported_depth_is_dropped_with_one_line_and_the_frame_still_segmented(tiny_engine_factory, bag_factory,
+                                                                                caplog):
+    core = make_core(tiny_engine_factory, tiny_params(use_depth=True))
+    with caplog.at_level(logging.ERROR, logger="test.gmos"):
+        for i in range(2):
+            depth = image_msg(bag_factory, rgb_frame(i), T0 + i * PERIOD_NS, encoding="rgb8")  # not a depth
+            assert core.on_image(image_msg(bag_factory, rgb_frame(i), T0 + i * PERIOD_NS), depth=depth)
+    assert [r.getMessage() for r in caplog.records if "depth encoding" in r.getMessage()] == [
+        "GMOS: depth image ignored: depth encoding 'rgb8' is not supported; expected one of ['16UC1', '32FC1', "
+        "'mono16']; the image is segmented without it (no masked_depth)"]
+    assert (core.counters.depth_rejected, core.counters.rejected, core.queue_length) == (2, 0, 2)
+    records = core.process_pending() + core.flush()
+    assert len(records) == 2 and all(r.source.depth is None for r in records)
+    assert "masked_depth" not in record_messages(bag_factory, records[0], core.params)

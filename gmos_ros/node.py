@@ -179,19 +179,47 @@ class GmosNode(LifecycleNode):
         image_type, image_topic = (CompressedImage, "image/compressed") if compressed else (Image, "image")
         if not (p.use_camera_info or p.use_depth):
             self._subscriptions = [self.create_subscription(
-                image_type, image_topic, lambda msg: self.on_image(msg, compressed=compressed), qos)]
+                image_type, image_topic, lambda msg: self.on_image(msg, compressed=compressed), qos,
+                event_callbacks=self._qos_warning(image_topic))]
             return
         import message_filters
 
-        filters = [message_filters.Subscriber(self, image_type, image_topic, qos_profile=qos)]
+        def subscriber(msg_type: Any, topic: str) -> Any:
+            return message_filters.Subscriber(self, msg_type, topic, qos_profile=qos,
+                                              event_callbacks=self._qos_warning(topic))
+
+        filters = [subscriber(image_type, image_topic)]
         if p.use_camera_info:
-            filters.append(message_filters.Subscriber(self, CameraInfo, "camera_info", qos_profile=qos))
+            filters.append(subscriber(CameraInfo, "camera_info"))
         if p.use_depth:
-            filters.append(message_filters.Subscriber(self, Image, "depth", qos_profile=qos))
+            filters.append(subscriber(Image, "depth"))
         self._synchronizer = message_filters.ApproximateTimeSynchronizer(filters, p.sync_queue_size,
                                                                          p.sync_slop_s)
         self._synchronizer.registerCallback(self._on_synchronized)
         self._subscriptions = filters
+
+    def _qos_warning(self, topic: str) -> Any:
+        """Event callbacks that log once when a publisher's QoS cannot reach this subscription (the most
+        common "no output" cause: e.g. a best-effort camera and a reliable subscription)."""
+        try:
+            from rclpy.event_handler import SubscriptionEventCallbacks  # Iron and later
+        except ImportError:
+            try:
+                from rclpy.qos_event import SubscriptionEventCallbacks  # Humble
+            except ImportError:
+                return None
+        warned = []
+
+        def incompatible(event: Any) -> None:
+            if not warned:
+                warned.append(True)
+                self.get_logger().warning(
+                    f"GMOS: a publisher on '{topic}' offers a QoS incompatible with this subscription "
+                    f"({self.params.image_qos}, depth {self.params.image_qos_depth}; policy "
+                    f"{getattr(event, 'last_policy_kind', '?')}): no frames will arrive. Compare "
+                    f"`ros2 topic info -v {topic}` and set image_qos (SENSOR_DATA accepts every publisher)")
+
+        return SubscriptionEventCallbacks(incompatible_qos=incompatible)
 
     def _unsubscribe(self) -> None:
         for sub in self._subscriptions:

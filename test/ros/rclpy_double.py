@@ -268,8 +268,25 @@ class Publisher:
 
 
 class Subscription:
-    def __init__(self, msg_type: type, topic: str, callback: Callable, qos: QoSProfile):
+    def __init__(self, msg_type: type, topic: str, callback: Callable, qos: QoSProfile, event_callbacks: Any = None):
         self.msg_type, self.topic_name, self.callback, self.qos = msg_type, topic, callback, qos
+        self.event_callbacks = event_callbacks
+
+
+class SubscriptionEventCallbacks:
+    """rclpy.event_handler.SubscriptionEventCallbacks (rclpy.qos_event on Humble): keyword callbacks."""
+
+    def __init__(self, *, deadline: Any = None, incompatible_qos: Any = None, liveliness: Any = None,
+                 message_lost: Any = None, incompatible_type: Any = None, matched: Any = None,
+                 use_default_callbacks: bool = True):
+        self.deadline, self.incompatible_qos, self.liveliness = deadline, incompatible_qos, liveliness
+        self.message_lost, self.incompatible_type, self.matched = message_lost, incompatible_type, matched
+
+
+class QoSRequestedIncompatibleQoSInfo:
+    def __init__(self, total_count: int, total_count_change: int, last_policy_kind: int):
+        self.total_count, self.total_count_change, self.last_policy_kind = (total_count, total_count_change,
+                                                                            last_policy_kind)
 
 
 class Service:
@@ -367,7 +384,7 @@ class Node:
     def create_subscription(self, msg_type: type, topic: str, callback: Callable, qos_profile: Any, *,
                             callback_group: Any = None, event_callbacks: Any = None,
                             qos_overriding_options: Any = None, raw: bool = False) -> Subscription:
-        sub = Subscription(msg_type, topic, callback, _as_qos(qos_profile))
+        sub = Subscription(msg_type, topic, callback, _as_qos(qos_profile), event_callbacks)
         self.subscriptions.append(sub)
         return sub
 
@@ -576,6 +593,8 @@ def build_modules() -> dict[str, types.ModuleType]:
     module("rclpy.node", Node=Node)
     module("rclpy.lifecycle", LifecycleNode=LifecycleNode, State=State,
            TransitionCallbackReturn=TransitionCallbackReturn)
+    module("rclpy.event_handler", SubscriptionEventCallbacks=SubscriptionEventCallbacks,
+           QoSRequestedIncompatibleQoSInfo=QoSRequestedIncompatibleQoSInfo)
     module("rclpy.qos", QoSProfile=QoSProfile, ReliabilityPolicy=ReliabilityPolicy, HistoryPolicy=HistoryPolicy,
            DurabilityPolicy=DurabilityPolicy)
     rclpy.node, rclpy.lifecycle, rclpy.qos = modules["rclpy.node"], modules["rclpy.lifecycle"], modules["rclpy.qos"]

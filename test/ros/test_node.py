@@ -120,6 +120,10 @@ def test_topics_qos_and_services(ros, tiny_engine_factory):
     (sub,) = node.subscriptions
     assert sub.topic_name == "image" and sub.qos.reliability == D.ReliabilityPolicy.BEST_EFFORT
     assert sub.qos.depth == 1
+    for _ in range(2):  # a reliable-only publisher appears: one warning, not one per event
+        sub.event_callbacks.incompatible_qos(D.QoSRequestedIncompatibleQoSInfo(1, 1, 2))
+    (warning,) = [m for m in node.get_logger().messages("warning") if "incompatible" in m]
+    assert "ros2 topic info -v image" in warning and "SENSOR_DATA" in warning
     assert node.trigger_deactivate() == D.TransitionCallbackReturn.SUCCESS
     assert node.subscriptions == [] and node.core.engine is None
     assert node.trigger_cleanup() == D.TransitionCallbackReturn.SUCCESS

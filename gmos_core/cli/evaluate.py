@@ -7,7 +7,8 @@ Examples::
         --out results/ --workers 2
 
 Prints the official-format summary, and with ``--out`` writes ``results.json``, ``per_sequence.csv``,
-``aggregate.csv`` and plots (``per_sequence.png``; for MOS-I ``timelines/<seq>.png``).
+``aggregate.csv`` (MOS-I also ``per_object.csv``) and plots (``per_sequence.png``; for MOS-I
+``timelines/<seq>.png``).
 """
 from __future__ import annotations
 
@@ -97,6 +98,17 @@ def _write_mos_i(report, out: Path, plots: bool, workers: int) -> list[Path]:
                 row.update({f"{key}_j_mov": s.j_mov, f"{key}_mtiou": s.mtiou, f"{key}_fp_count": s.fp_count})
         rows.append(row)
     _write_csv(out / "per_sequence.csv", rows)
+    object_rows = []
+    for r in report.results:
+        flhm = dict(zip(r.flhm.object_ids, r.flhm.j_mov_per_object)) if r.flhm is not None else {}
+        for obj, j in zip(r.slhm.object_ids, r.slhm.j_mov_per_object):
+            row = {"sequence": r.name, "object_id": obj, "moving_frames": sum(r.slhm.gt_moving[r.slhm.object_ids.index(obj)]),
+                   "slhm_j_mov": j}
+            if obj in flhm:
+                row["flhm_j_mov"] = flhm[obj]
+            object_rows.append(row)
+    _write_csv(out / "per_object.csv", object_rows)
+    written.append(out / "per_object.csv")
     agg_rows = []
     for key in ("slhm", "flhm"):
         a = getattr(report, key)

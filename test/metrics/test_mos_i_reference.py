@@ -121,5 +121,8 @@ def test_cli_reproduces_official(metric_dir, official, tmp_path, capsys, frame_l
                 _close(written["per_sequence"][seq][variant][k], ref[variant][k])
     assert (tmp_path / "per_sequence.csv").read_text().startswith("sequence,")
     assert (tmp_path / "aggregate.csv").is_file()
+    per_object = (tmp_path / "per_object.csv").read_text().splitlines()
+    assert len(per_object) == 1 + len(official["aggregate_frame_level_run"]["slhm"]["j_mov_per_object"])
+    assert per_object[1].startswith("seqA,1,10,0.5727273225784302")
     for png in ["per_sequence.png"] + [f"timelines/{s}.png" for s in official["sequences_evaluated"]]:
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png

@@ -70,6 +70,7 @@ class OnlineFrameOutput:
         motion_scores: (n,) motion probability of the proposal that best contains the object (0 if none).
         object_ious: (n,) SAM 2's predicted IoU of each object's mask (1.0 on prompted frames).
         new_track_ids / reinforced_track_ids: tracks created / re-prompted (Case 1) on this frame.
+        logits: (n, H, W) float32 per-object mask logits before the arg-max (only with ``keep_logits``).
     """
 
     frame_index: int
@@ -80,6 +81,7 @@ class OnlineFrameOutput:
     object_ious: np.ndarray
     new_track_ids: List[int] = field(default_factory=list)
     reinforced_track_ids: List[int] = field(default_factory=list)
+    logits: Optional[np.ndarray] = None
 
     def label_map(self, moving_only: bool = True) -> np.ndarray:
         """(H, W) uint16 map of track_id + 1 (0 = background); by default only moving objects (MOS-I)."""
@@ -99,9 +101,15 @@ class OnlinePropagator:
         config: thresholds (official) and the streaming caps ``max_cond_frames_in_attn`` /
             ``max_kept_cond_frames``.
         video_hw: (H, W) of the proposals and outputs.
+        keep_logits: also return each frame's per-object logits (memory: n·H·W floats per frame).
+        prune: drop state SAM 2 can no longer attend to (default). False keeps everything — only to verify
+            that pruning does not change results; memory then grows with the stream.
     """
 
-    def __init__(self, predictor, config: Optional[PropagatorConfig] = None, video_hw: Tuple[int, int] = (0, 0)):
+    def __init__(self, predictor, config: Optional[PropagatorConfig] = None, video_hw: Tuple[int, int] = (0, 0),
+                 keep_logits: bool = False, prune: bool = True):
+        self.keep_logits = bool(keep_logits)
+        self.prune = bool(prune)
         self.predictor = as_gmos_predictor(predictor)
         self.config = config or PropagatorConfig()
         H, W = int(video_hw[0]), int(video_hw[1])
@@ -170,7 +178,8 @@ class OnlinePropagator:
                 out = self._step(t, masks, motions, ious, union)
             finally:
                 p.max_cond_frames_in_attn = saved_cap
-                self._prune(t)
+                if self.prune:
+                    self._prune(t)
         return out
 
     # ---- internals -----------------------------------------------------------------------------
@@ -180,7 +189,7 @@ class OnlinePropagator:
 
         with warnings.catch_warnings():
             # sam2 without its compiled extension warns on every frame that hole filling is skipped.
-            warnings.filterwarnings("ignore", message=".*post-processing.*")
+            warnings.filterwarnings("ignore", message=r"(?s).*post-processing")
             yield
 
     def _validate(self, proposals: FrameProposals):
@@ -265,7 +274,8 @@ class OnlinePropagator:
         if not s["obj_ids"]:
             H, W = self.video_hw
             return OnlineFrameOutput(t, [], np.zeros((0, H, W), bool), np.zeros(0, bool), np.zeros(0),
-                                     np.zeros(0), new_ids, reinforced)
+                                     np.zeros(0), new_ids, reinforced,
+                                     np.zeros((0, H, W), np.float32) if self.keep_logits else None)
         if new_ids or reinforced:
             # Memory-encode the prompts (the temporary outputs) exactly as propagate_in_video would.
             p.propagate_in_video_preflight(s)
@@ -284,6 +294,7 @@ class OnlinePropagator:
             object_ious=obj_ious.float().cpu().numpy().reshape(-1),
             new_track_ids=new_ids,
             reinforced_track_ids=reinforced,
+            logits=logits[:, 0].float().cpu().numpy() if self.keep_logits else None,
         )
 
     def _track_all(self, t: int) -> torch.Tensor:

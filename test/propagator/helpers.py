@@ -23,7 +23,7 @@ def load_tiny_predictor(fixtures_dir: Path, image_size: int = 1024):
 
     cfg, weights = tiny_paths(fixtures_dir)
     overrides = [] if image_size == 1024 else [f"++model.image_size={image_size}"]
-    warnings.filterwarnings("ignore", message=".*post-processing.*")
+    warnings.filterwarnings("ignore", message=r"(?s).*post-processing")
     return load_sam2_video_predictor(cfg, weights, "cpu", overrides=overrides)
 
 

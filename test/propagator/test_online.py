@@ -1,0 +1,184 @@
+"""The streaming propagator with the fixture's tiny random SAM 2 at a small image size (cheap, same weights).
+
+Random weights make SAM 2's own masks arbitrary, so the tests build proposals that make each rule fire from
+what the tracker itself produced in a first run (SAM 2 is deterministic): a proposal equal to a track's mask
+must re-inforce it (Case 1), a confident moving proposal on pixels no track covers must start a track (Case 2).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gmos_core.propagator import PropagatorConfig
+from gmos_core.propagator.online import FrameProposals, OnlinePropagator
+
+from .helpers import load_tiny_predictor
+
+H, W = 48, 64
+SMALL = 64  # SAM 2 image size for these tests (tracking cost scales with it; the weights are size-agnostic)
+
+
+@pytest.fixture(scope="module")
+def predictor(fixtures_dir):
+    torch.set_num_threads(2)
+    return load_tiny_predictor(fixtures_dir, image_size=SMALL)
+
+
+def _square(y, x, size=16):
+    m = np.zeros((H, W), bool)
+    m[y:y + size, x:x + size] = True
+    return m
+
+
+@pytest.fixture(scope="module")
+def video(predictor):
+    """8 frames: a red square moving right (moving proposal from frame 2 on), a static green square."""
+    from gmos_core.propagator import encode_video_features
+
+    rng = np.random.default_rng(0)
+    frames, proposals = [], []
+    for t in range(8):
+        img = rng.integers(0, 50, (H, W, 3)).astype(np.uint8)
+        a, b = _square(4, 2 + 3 * t), _square(28, 40)
+        img[a], img[b] = (230, 30, 30), (30, 200, 30)
+        frames.append(img)
+        if t < 2:  # only the static square is proposed: nothing to seed yet
+            proposals.append(FrameProposals(b[None], np.array([0.1]), np.array([0.9])))
+        else:
+            proposals.append(FrameProposals(np.stack([a, b]), np.array([0.9, 0.1]), np.array([0.9, 0.9])))
+    return encode_video_features(predictor, frames), proposals
+
+
+def _run(predictor, features, proposals, **kwargs):
+    prop = OnlinePropagator(predictor, PropagatorConfig(), (H, W), keep_logits=True, **kwargs)
+    return prop, [prop.step(t, features[t], p) for t, p in enumerate(proposals)]
+
+
+def _moving_rule(mask, union):
+    area = mask.sum()
+    return area > 0 and (mask & union).sum() / (area + 1e-6) > 0.5
+
+
+@pytest.fixture(scope="module")
+def plain_run(predictor, video):
+    return _run(predictor, *video)
+
+
+def test_seeding_ids_and_motion_states(plain_run, video):
+    _, outs = plain_run
+    _, proposals = video
+    assert outs[0].track_ids == [] and outs[1].track_ids == []  # no confident moving proposal yet
+    assert outs[0].label_map().max() == 0
+    seed = outs[2]
+    assert seed.track_ids == [0] and seed.new_track_ids == [0]
+    assert seed.object_ious[0] == pytest.approx(1.0)  # a mask prompt is its own output
+    inter = (seed.masks[0] & proposals[2].masks[0]).sum()
+    assert inter / (seed.masks[0] | proposals[2].masks[0]).sum() > 0.6  # low-res (16x16) round trip
+    for t, out in enumerate(outs[2:], start=2):
+        assert out.track_ids[:1] == [0]  # ids are stable
+        assert out.masks.shape == (len(out.track_ids), H, W)
+        assert out.masks.sum(0).max() <= 1  # exclusive
+        union = proposals[t].masks[0]  # the only moving proposal
+        for i in range(len(out.track_ids)):
+            assert bool(out.moving[i]) == _moving_rule(out.masks[i], union), f"frame {t} track {i}"
+        labels = out.label_map(moving_only=True)
+        assert set(np.unique(labels)) <= {0} | {tid + 1 for i, tid in enumerate(out.track_ids) if out.moving[i]}
+    assert outs[2].moving[0]
+
+
+def test_case1_reinforce_and_case2_new_track(predictor, video, plain_run):
+    features, proposals = video
+    _, outs = plain_run
+    k = 7  # 5 frames after the seed prompt at frame 2: Case 1 is allowed again
+    own = outs[k].logits[0] > 0  # what track 0 is on frame k (identical in a rerun up to frame k)
+    free = np.zeros((H, W), bool)
+    free[:, :] = ~(outs[k].logits > 0).any(0)
+    ys, xs = np.nonzero(free)
+    assert own.sum() > 0 and free.sum() >= 16, "the random tracker left no pixels for the test"
+    # A compact block of free pixels around the first free pixel (precision vs tracked masks = 0).
+    block = np.zeros((H, W), bool)
+    block[max(0, ys[0] - 3):ys[0] + 4, max(0, xs[0] - 3):xs[0] + 4] = True
+    new = block & free
+    edited = list(proposals)
+    edited[k] = FrameProposals(np.stack([own, new]), np.array([0.9, 0.9]), np.array([0.9, 0.9]))
+    prop, outs2 = _run(predictor, features, edited)
+    for t in range(k):  # identical history
+        np.testing.assert_array_equal(outs2[t].logits, outs[t].logits)
+    assert outs2[k].reinforced_track_ids == [0]
+    assert outs2[k].new_track_ids == [1]
+    assert outs2[k].track_ids == [0, 1]
+    assert outs2[k].object_ious == pytest.approx([1.0, 1.0])  # both prompted on this frame
+    # SAM 2 stored the correction as a non-conditioning output and the new track as a conditioning one.
+    s = prop.state
+    assert k in s["output_dict_per_obj"][0]["non_cond_frame_outputs"]
+    assert k in s["output_dict_per_obj"][1]["cond_frame_outputs"]
+
+
+def test_pruning_does_not_change_results(predictor, video):
+    """Pruned and unpruned runs agree over more frames than SAM 2's memory and pointer windows."""
+    features, proposals = video
+    n = 24  # > max_obj_ptrs_in_encoder (16) and num_maskmem (7)
+    feats = [features[t % len(features)] for t in range(n)]
+    props = [proposals[min(t, 2)] if t < 3 else FrameProposals.empty(H, W) for t in range(n)]
+    pruned, a = _run(predictor, feats, props)
+    full, b = _run(predictor, feats, props, prune=False)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.logits, y.logits)
+        np.testing.assert_array_equal(x.object_ious, y.object_ious)
+    assert pruned.retained_state_size()["non_cond_outputs"] < full.retained_state_size()["non_cond_outputs"]
+    assert full.retained_state_size()["cached_features"] == n and pruned.retained_state_size()["cached_features"] == 1
+
+
+def test_memory_stays_flat_on_a_long_stream(predictor, video):
+    """Hundreds of steps (features reused) with repeated Case-1 prompts stored as conditioning frames:
+    every count of retained state reaches its cap and stays there."""
+    features, proposals = video
+    predictor.add_all_frames_to_correct_as_cond = True  # every re-inforcement adds a conditioning frame
+    try:
+        cfg = PropagatorConfig(max_objects=2, max_cond_frames_in_attn=3, max_kept_cond_frames=3)
+        prop = OnlinePropagator(predictor, cfg, (H, W), keep_logits=True)
+        sizes, reinforced = [], 0
+        prev = None
+        for t in range(240):
+            if prev is None:
+                p = proposals[2]
+            else:  # feed back track 0's mask (a static scene: it re-finds itself → Case 1 every 5 frames)
+                p = FrameProposals(prev[None], np.array([0.9]), np.array([0.9]))
+            out = prop.step(t, features[2], p)
+            reinforced += len(out.reinforced_track_ids)
+            prev = out.logits[0] > 0 if out.track_ids else None
+            sizes.append(prop.retained_state_size())
+    finally:
+        predictor.add_all_frames_to_correct_as_cond = False
+    assert reinforced >= 10, f"only {reinforced} re-inforcements: the stream did not exercise the caps"
+    late = sizes[60:]
+    n_obj = late[-1]["objects"]
+    assert 1 <= n_obj <= 2
+    for s in late:
+        assert s["cached_features"] == 1
+        assert s["cond_outputs"] <= 3 * n_obj and s["mask_inputs"] <= s["cond_outputs"]
+        assert s["non_cond_outputs"] <= 16 * n_obj and s["non_cond_full_outputs"] <= 8 * n_obj
+        assert s["frames_tracked"] <= n_obj and s["temp_outputs"] == 0
+    assert max(s["cond_outputs"] for s in late) == 3 * n_obj  # the cap was reached, not avoided
+    assert sizes[120] == sizes[-1] or max(v for s in late for v in s.values()) <= 16 * 2
+
+
+def test_step_validation_and_reset(predictor, video):
+    features, proposals = video
+    prop = OnlinePropagator(predictor, PropagatorConfig(), (H, W))
+    prop.step(0, features[0], proposals[0])
+    with pytest.raises(ValueError, match="consecutive"):
+        prop.step(2, features[2], proposals[2])
+    with pytest.raises(ValueError, match=r"proposal masks must be \(N, 48, 64\)"):
+        prop.step(1, features[1], FrameProposals(np.zeros((1, 10, 10), bool), np.ones(1), np.ones(1)))
+    with pytest.raises(ValueError, match="one value per mask"):
+        prop.step(1, features[1], FrameProposals(np.zeros((2, H, W), bool), np.ones(1), np.ones(2)))
+    prop.step(1, features[2], proposals[2])
+    assert prop.track_ids == [0]
+    prop.reset()
+    assert prop.track_ids == [] and prop.retained_state_size()["cached_features"] == 0
+    prop.step(5, features[3], proposals[3])  # after reset any start index is accepted
+    assert prop.track_ids == [0]
+    with pytest.raises(ValueError, match="video_hw"):
+        OnlinePropagator(predictor, PropagatorConfig(), (0, 64))

@@ -371,7 +371,11 @@ def replay_bag(
                         raise RuntimeError("internal error: an output record for a frame replay did not push")
                     _skip_older(frame.index)
                     t0 = time.perf_counter()
-                    messages = record_messages(factory, record, params, debug=options.debug_image)
+                    try:
+                        messages = record_messages(factory, record, params, debug=options.debug_image)
+                    except (ValueError, TypeError, KeyError) as exc:  # e.g. a malformed depth image
+                        skip(frame, f"output messages could not be built: {type(exc).__name__}: {exc}")
+                        continue
                     log_time = max(bag_now[0], frame.log_time_ns)
                     for relative, msg in messages.items():
                         writer.write(options.topic(relative), log_time, msg)

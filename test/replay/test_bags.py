@@ -193,3 +193,31 @@ def test_open_bag_reads_a_folder_without_metadata(tmp_path):
     with pytest.raises(BagInputError, match="not a rosbag2 folder"):
         with open_bag(tmp_path):
             pass
+
+
+def test_evaluator_against_a_davis_folder(tmp_path):
+    """The GT-folder evaluation: a perfect moving prediction scores 1, a miss scores 0."""
+    from types import SimpleNamespace
+
+    from gmos_core.bags.evaluation import make_evaluator
+    from gmos_core.engine.result import FrameIdentity, FrameResult, MotionState, ObjectResult
+    from gmos_core.io import save_indexed_png
+
+    gt = np.zeros((40, 60), np.uint8)
+    gt[10:30, 20:40] = 1
+    for i in range(3):
+        save_indexed_png(tmp_path / f"{i:05d}.png", gt)
+
+    def record(i: int, state: MotionState) -> SimpleNamespace:
+        labels = (gt * 7).astype(np.uint16)  # instance id 7
+        obj = ObjectResult(7, 3, state, 0.9 if state == MotionState.MOVING else 0.1, 0.8, (20, 10, 20, 20), 400)
+        result = FrameResult(FrameIdentity(i, 1000 + i, "c"), "gmos_online", labels, [obj])
+        return SimpleNamespace(result=result)
+
+    evaluate = make_evaluator(gt_dir=tmp_path)
+    good = evaluate([record(i, MotionState.MOVING) for i in range(3)])
+    assert good["frames_evaluated"] == 3 and good["J_mean"] == 1.0 and good["dynamic_mask_IoU_mean"] == 1.0
+    bad = evaluate([record(i, MotionState.STATIC) for i in range(3)])
+    assert bad["J_mean"] == 0.0 and bad["dynamic_mask_IoU_mean"] == 0.0
+    with pytest.raises(ValueError, match="exactly one ground truth"):
+        make_evaluator()

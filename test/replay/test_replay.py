@@ -187,3 +187,56 @@ def test_options_are_validated():
         ReplayOptions(IMAGE_TOPIC, ros_distro="foxy")
     with pytest.raises(ValueError, match="unsupported storage"):
         ReplayOptions(IMAGE_TOPIC, storage="rosbag1")
+
+
+def test_compressed_images_with_depth_and_ground_truth_topic(tmp_path, demo_clip):
+    """CompressedImage input (JPEG), a 16UC1 depth topic paired by stamp (one depth missing -> that image is
+    recorded as skipped, like the node's synchroniser would drop it), and evaluation against a GT topic."""
+    import io
+
+    from PIL import Image
+
+    from gmos_core.bags.messages import InputMessageBuilder
+    from gmos_core.bags.writer import BagWriter
+    from gmos_core.io import iter_video_frames
+
+    in_bag = tmp_path / "in"
+    stamps = []
+    with BagWriter(in_bag, storage="sqlite3") as bag:
+        build = InputMessageBuilder(bag.typestore)
+        bag.add_topic("/cam/image/compressed", "sensor_msgs/msg/CompressedImage")
+        bag.add_topic("/cam/depth", "sensor_msgs/msg/Image")
+        bag.add_topic("/gt/labels", "sensor_msgs/msg/Image")
+        for i, rgb in enumerate(iter_video_frames(demo_clip, 0, 5)):
+            rgb = np.asarray(Image.fromarray(rgb).resize((160, 96)))
+            stamp = 3_000_000_000 + i * 33_366_667
+            stamps.append(stamp)
+            jpeg = io.BytesIO()
+            Image.fromarray(rgb).save(jpeg, format="JPEG", quality=90)
+            header = build.header(stamp, "cam")
+            bag.write("/cam/image/compressed", stamp, build.new("sensor_msgs/msg/CompressedImage", header=header,
+                                                                 format="jpeg",
+                                                                 data=np.frombuffer(jpeg.getvalue(), np.uint8)))
+            if i != 3:  # no depth for frame 3
+                depth = np.full((96, 160), 1500 + i, np.uint16)
+                bag.write("/cam/depth", stamp + 2_000_000,  # 2 ms later, within the 10 ms slop
+                          build.image(build.header(stamp + 2_000_000, "depth_cam"), depth, "16UC1"))
+            labels = np.zeros((96, 160), np.uint8)
+            labels[20:60, 40:100] = 1
+            bag.write("/gt/labels", stamp, build.image(header, labels, "mono8"))
+    from gmos_core.bags.evaluation import make_evaluator
+
+    out_bag = tmp_path / "out"
+    summary = replay_bag(in_bag, out_bag, ReplayOptions("/cam/image/compressed", depth_topic="/cam/depth",
+                                                        storage="mcap"),
+                         tiny_node_maker(use_depth=True), progress=False,
+                         evaluate=make_evaluator(gt_bag=in_bag, gt_topic="/gt/labels"))
+    assert (summary.frames_in, summary.frames_out, summary.frames_skipped) == (5, 4, 1)
+    assert "no depth image on /cam/depth" in summary.skipped[0].reason and summary.skipped[0].index == 3
+    outputs = read_bag(out_bag)
+    depth_out = outputs["/gmos/masked_depth"]
+    assert len(depth_out) == 4 and all(m.header.frame_id == "depth_cam" and m.encoding == "16UC1" for _, m in depth_out)
+    assert [stamp_ns(m) for _, m in outputs["/gmos/dynamic_mask"]] == [s for i, s in enumerate(stamps) if i != 3]
+    assert summary.evaluation["frames_evaluated"] == 4
+    assert 0.0 <= summary.evaluation["dynamic_mask_IoU_mean"] <= 1.0
+    assert "J&F_mean (moving objects)" in summary.evaluation

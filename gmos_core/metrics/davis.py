@@ -43,6 +43,7 @@ __all__ = [
     "f_measure",
     "db_statistics",
     "frame_jf_tables",
+    "frame_jf_from_labels",
     "ObjectScores",
     "DavisSequenceResult",
     "evaluate_davis_sequence",
@@ -206,6 +207,55 @@ def frame_jf_tables(
     return j.astype(np.float64), f
 
 
+def frame_jf_from_labels(
+    gt_labels: np.ndarray, pred_labels: np.ndarray, n_obj: int, n_pred: int, bound_th: float = BOUND_TH
+) -> tuple[np.ndarray, np.ndarray]:
+    """J and F of every (predicted id 1..n_pred, GT id 1..n_obj) pair on one frame of label maps (no void).
+
+    Same numbers as :func:`frame_jf_tables` on the one-hot masks, computed from one pixel-count table
+    (``bincount`` of ``pred << 8 | gt``) and from the boundary pixels only.
+    """
+    h, w = gt_labels.shape
+    if pred_labels.shape != (h, w):
+        raise ValueError(f"prediction size {pred_labels.shape} != annotation size {(h, w)}")
+    gt = gt_labels.astype(np.uint16)
+    gt[gt > n_obj] = 0  # ids beyond the object count are background (official one-hot masks)
+    code = np.left_shift(pred_labels.astype(np.uint16), 8)
+    np.bitwise_or(code, gt, out=code)
+    table = np.bincount(code.ravel(), minlength=256 * 256).reshape(256, 256)
+    inter = table[1 : n_pred + 1, 1 : n_obj + 1].astype(np.float64)
+    pred_area = table[1 : n_pred + 1, :].sum(axis=1).astype(np.float64)
+    gt_area = table[:, 1 : n_obj + 1].sum(axis=0).astype(np.float64)
+    union = pred_area[:, None] + gt_area[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        j = inter / union
+    j[np.isclose(union, 0)] = 1
+
+    kernel = disk(_bound_pix((h, w), bound_th))
+
+    def bounds(labels: np.ndarray, count: int, areas: np.ndarray):
+        idx, dil = [], []
+        for k in range(count):
+            if areas[k] == 0:
+                idx.append(np.empty(0, np.int64))
+                dil.append(None)
+                continue
+            bm = seg2bmap(labels == k + 1)
+            idx.append(np.flatnonzero(bm))
+            dil.append(_dilate(bm, kernel).ravel())
+        return idx, dil
+
+    p_idx, p_dil = bounds(pred_labels, n_pred, pred_area)
+    g_idx, g_dil = bounds(gt, n_obj, gt_area)
+    f = np.zeros((n_pred, n_obj))
+    for p in range(n_pred):
+        for k in range(n_obj):
+            fg_match = np.count_nonzero(g_dil[k][p_idx[p]]) if g_dil[k] is not None else 0
+            gt_match = np.count_nonzero(p_dil[p][g_idx[k]]) if p_dil[p] is not None else 0
+            f[p, k] = _precision_recall_f(len(p_idx[p]), len(g_idx[k]), float(fg_match), float(gt_match))
+    return j, f
+
+
 @dataclass
 class ObjectScores:
     """Per-frame J and F of one GT object (after matching) and their statistics."""
@@ -310,8 +360,8 @@ def evaluate_davis_sequence(
             "DAVIS convention allows"
         )
     n_pred = max(pred_max, n_obj)
-    gt_ids_arr = np.arange(1, n_obj + 1)[:, None, None]
-    pred_ids_arr = np.arange(1, n_pred + 1)[:, None, None]
+    if pred_max > 255 or n_obj > 255:
+        raise ValueError(f"sequence {name!r}: ids above 255 are not supported (largest {max(pred_max, n_obj)})")
     j_all = np.zeros((n_pred, n_obj, len(frames)))
     f_all = np.zeros((n_pred, n_obj, len(frames)))
     for t, fi in enumerate(frames):
@@ -320,16 +370,10 @@ def evaluate_davis_sequence(
             raise ValueError(
                 f"sequence {name!r} frame {fi}: prediction size {pred.shape} != annotation size {gt_ids[fi].shape}"
             )
-        gt_m = gt_ids[fi][None] == gt_ids_arr
-        pr_m = pred[None] == pred_ids_arr
-        void = None  # see the module docstring: the official evaluator never excludes void pixels
-        if convention == "semi-supervised":
-            # Only the diagonal is used; computing it pairwise keeps one code path.
-            j, f = frame_jf_tables(gt_m, pr_m[:n_obj], void, bound_th)
-            j_all[:n_obj, :, t], f_all[:n_obj, :, t] = j, f
-        else:
-            j, f = frame_jf_tables(gt_m, pr_m, void, bound_th)
-            j_all[:, :, t], f_all[:, :, t] = j, f
+        # No void exclusion (see the module docstring). Semi-supervised uses only the diagonal; computing
+        # the full table keeps one code path.
+        j, f = frame_jf_from_labels(gt_ids[fi], pred, n_obj, n_pred, bound_th)
+        j_all[:, :, t], f_all[:, :, t] = j, f
     result = DavisSequenceResult(name=name, convention=convention, n_frames=len(frames))
     if n_obj == 0:
         return result

@@ -235,3 +235,24 @@ def test_fgbg_reads_prob_maps_with_the_half_threshold(tmp_path, capsys):
 
     res = json.loads((tmp_path / "res" / "results.json").read_text())
     assert res["aggregate"]["J_mean"] == pytest.approx(64 / 100)
+
+
+def test_label_tables_equal_mask_tables():
+    from gmos_core.metrics.davis import frame_jf_from_labels
+
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        h, w = rng.integers(30, 120, 2)
+        gt = np.zeros((h, w), np.uint8)
+        pred = np.zeros((h, w), np.uint8)
+        for k in range(1, 5):
+            y, x = rng.integers(0, h - 10), rng.integers(0, w - 10)
+            gt[y : y + int(rng.integers(3, 12)), x : x + int(rng.integers(3, 12))] = k
+            y, x = rng.integers(0, h - 10), rng.integers(0, w - 10)
+            pred[y : y + int(rng.integers(3, 12)), x : x + int(rng.integers(3, 12))] = k + 1
+        gt_m = gt[None] == np.arange(1, 4)[:, None, None]  # 3 objects: id 4 is beyond the count
+        pr_m = pred[None] == np.arange(1, 7)[:, None, None]
+        j1, f1 = frame_jf_tables(gt_m, pr_m, None)
+        j2, f2 = frame_jf_from_labels(gt, pred, 3, 6)
+        np.testing.assert_allclose(j1, j2, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(f1, f2, rtol=0, atol=1e-12)

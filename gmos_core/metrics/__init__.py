@@ -43,4 +43,32 @@ from gmos_core.metrics.readers import (
 )
 from gmos_core.metrics.runner import DavisReport, MosIReport, evaluate_davis_folders, evaluate_mos_i_folders
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [
+    "aggregate_davis",
+    "aggregate_mos_i",
+    "DavisAggregate",
+    "DavisSequenceResult",
+    "db_eval_iou",
+    "db_statistics",
+    "DEFAULT_TIME_ANNOTATION",
+    "evaluate_davis_sequence",
+    "evaluate_mos_i_arrays",
+    "EvaluationInputError",
+    "f_measure",
+    "format_mos_i_report",
+    "frame_table",
+    "load_time_annotations",
+    "MAX_OBJECTS",
+    "MOS_I_DATASETS",
+    "MOS_I_THRESHOLDS",
+    "MosIAggregate",
+    "MosIScores",
+    "MosISequenceResult",
+    "motion_matrix",
+    "MotionScoreError",
+    "ObjectIdError",
+    "read_label_png",
+    "resolve_prediction_dir",
+    "score_mos_i_sequence",
+    "seg2bmap",
+]

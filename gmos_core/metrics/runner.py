@@ -9,7 +9,7 @@ from __future__ import annotations
 import multiprocessing as mp
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 

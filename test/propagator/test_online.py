@@ -140,7 +140,7 @@ def test_memory_stays_flat_on_a_long_stream(predictor, video):
         prop = OnlinePropagator(predictor, cfg, (H, W), keep_logits=True)
         sizes, reinforced = [], 0
         prev = None
-        for t in range(240):
+        for t in range(100):
             if prev is None:
                 p = proposals[2]
             else:  # feed back track 0's mask (a static scene: it re-finds itself → Case 1 every 5 frames)
@@ -152,7 +152,7 @@ def test_memory_stays_flat_on_a_long_stream(predictor, video):
     finally:
         predictor.add_all_frames_to_correct_as_cond = False
     assert reinforced >= 10, f"only {reinforced} re-inforcements: the stream did not exercise the caps"
-    late = sizes[60:]
+    late = sizes[40:]
     n_obj = late[-1]["objects"]
     assert 1 <= n_obj <= 2
     for s in late:
@@ -161,7 +161,9 @@ def test_memory_stays_flat_on_a_long_stream(predictor, video):
         assert s["non_cond_outputs"] <= 16 * n_obj and s["non_cond_full_outputs"] <= 8 * n_obj
         assert s["frames_tracked"] <= n_obj and s["temp_outputs"] == 0
     assert max(s["cond_outputs"] for s in late) == 3 * n_obj  # the cap was reached, not avoided
-    assert sizes[120] == sizes[-1] or max(v for s in late for v in s.values()) <= 16 * 2
+    first, second = late[:30], late[30:]
+    for key in late[0]:  # no growth between the two halves of the late window
+        assert max(s[key] for s in second) <= max(s[key] for s in first), key
 
 
 def test_step_validation_and_reset(predictor, video):

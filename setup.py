@@ -29,7 +29,7 @@ setup(
     description="GMOS: moving object segmentation from a single RGB camera, for ROS 2 and offline use",
     license="Apache-2.0",
     packages=find_packages(include=["gmos_core", "gmos_core.*", "gmos_ros", "gmos_ros.*"]),
-    package_data={"gmos_core": ["configs/*.yaml", "data/*"]},
+    package_data={"gmos_core": ["configs/*.yaml", "data/*", "metrics/data/*"]},
     data_files=[(d, f) for d, f in data_files if f],
     python_requires=">=3.10",
     install_requires=[

@@ -64,7 +64,8 @@ PARAMETER_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("pi3_weights", "", "Pi3 encoder weights (.safetensors); empty = the model's default location"),
     ParamSpec("head_weights", "", "GMOS proposer or GMOS-S head weights (.safetensors)"),
     ParamSpec("sam2_checkpoint", "", "SAM 2.1 Hiera-L checkpoint (.pt, loaded with weights_only=True)"),
-    ParamSpec("sam2_config", "configs/sam2.1/sam2.1_hiera_l.yaml", "SAM 2 hydra config name"),
+    ParamSpec("sam2_config", "", "SAM 2 config (packaged name or YAML path); empty = the model's own "
+              "(SAM 2.1 Hiera-L for the official weights)"),
     ParamSpec("tiny_random_model", False, "use the tiny randomly-initialised test model (no weights; output is "
               "meaningless, for pipeline tests only)"),
     ParamSpec("device", "cuda", "torch device: cuda, cuda:N or cpu"),
@@ -120,7 +121,7 @@ class NodeParams:
     pi3_weights: str = ""
     head_weights: str = ""
     sam2_checkpoint: str = ""
-    sam2_config: str = "configs/sam2.1/sam2.1_hiera_l.yaml"
+    sam2_config: str = ""
     tiny_random_model: bool = False
     device: str = "cuda"
     precision: str = "auto"

@@ -32,9 +32,10 @@ def make_core(factory, params=None, clock=None, caplog=None):
     return core
 
 
-def test_stream_gives_one_output_per_frame_with_the_source_header(tiny_engine_factory, bag_factory):
+@pytest.mark.parametrize("model", ["gmos_s", "gmos_online"])
+def test_stream_gives_one_output_per_frame_with_the_source_header(tiny_engine_factory, bag_factory, model):
     clock = SimClock()
-    core = make_core(tiny_engine_factory, clock=clock)
+    core = make_core(tiny_engine_factory, tiny_params(model=model), clock=clock)
     inputs, records = [], []
     for i in range(5):
         msg = image_msg(bag_factory, rgb_frame(i), T0 + i * PERIOD_NS, frame_id="camera_color_optical_frame",
@@ -65,8 +66,9 @@ def test_stream_gives_one_output_per_frame_with_the_source_header(tiny_engine_fa
     values = core.diagnostics()[0].values
     assert values["frames_segmented"] == "5" and values["lookahead_frames"] == "2"
     assert float(values["latency_ms_max"]) == pytest.approx(2 * PERIOD_NS / 1e6)
-    for stage in ("pi3_encoder", "sam2_encoder", "head"):
+    for stage in ("pi3_encoder", "sam2_encoder", "head") + (("propagator",) if model == "gmos_online" else ()):
         assert float(values[f"time_ms_{stage}_mean"]) > 0
+    assert all(r.result.mode == model for r in records)
     assert values["input_rate_hz"] == "8.00"
 
 

@@ -198,6 +198,7 @@ class NodeCore:
         self._output_rate = _Rate(params.stats_window)
         self._latency = _Recent(params.stats_window)
         self._stage_ms: dict[str, _Recent] = {}
+        self._stats_lock = threading.Lock()
         self._worker: Optional[threading.Thread] = None
         self._stop = threading.Event()
 
@@ -231,7 +232,8 @@ class NodeCore:
         """Accept one frame (callback side: cheap, never runs the model). Returns False if not queued."""
         now = self._clock_ns()
         self.counters.received += 1
-        self._input_rate.tick(now)
+        with self._stats_lock:
+            self._input_rate.tick(now)
         if not self.enabled:
             self.counters.ignored_disabled += 1
             return False
@@ -405,10 +407,11 @@ class NodeCore:
             outputs.append(OutputRecord(result=result, source=source, rgb=source.rgb,
                                         latency_ns=latency))
             self.counters.segmented += 1
-            self._output_rate.tick(now)
-            self._latency.add(latency / 1e6)
-            for stage, ms in result.timings_ms.items():
-                self._stage_ms.setdefault(stage, _Recent(self.params.stats_window)).add(ms)
+            with self._stats_lock:  # diagnostics() reads these from the timer's thread
+                self._output_rate.tick(now)
+                self._latency.add(latency / 1e6)
+                for stage, ms in result.timings_ms.items():
+                    self._stage_ms.setdefault(stage, _Recent(self.params.stats_window)).add(ms)
         return outputs
 
     # ------------------------------------------------------------------ worker thread
@@ -446,12 +449,16 @@ class NodeCore:
         """The node's state as one DiagnosticStatus (see docs/ros.md for each key)."""
         now = self._clock_ns()
         c = self.counters
+        with self._stats_lock:
+            input_hz, output_hz = self._input_rate.hz(), self._output_rate.hz()
+            latency = self._latency.summary()
+            stages = {stage: recent.summary() for stage, recent in sorted(self._stage_ms.items())}
         values: dict[str, str] = {
             "enabled": str(self.enabled),
             "active": str(self.active),
             "model": self.params.model,
-            "input_rate_hz": f"{self._input_rate.hz():.2f}",
-            "output_rate_hz": f"{self._output_rate.hz():.2f}",
+            "input_rate_hz": f"{input_hz:.2f}",
+            "output_rate_hz": f"{output_hz:.2f}",
             "frames_received": str(c.received),
             "frames_segmented": str(c.segmented),
             "frames_skipped": str(c.skipped_frames),
@@ -468,10 +475,9 @@ class NodeCore:
             "window_fill": str(self.engine.window_fill) if self.engine is not None else "n/a",
             "window_size": str(self.params.window_size),
         }
-        for stat, text in self._latency.summary().items():
+        for stat, text in latency.items():
             values[f"latency_ms_{stat}"] = text
-        for stage, recent in sorted(self._stage_ms.items()):
-            summary = recent.summary()
+        for stage, summary in stages.items():
             values[f"time_ms_{stage}_mean"] = summary["mean"]
             values[f"time_ms_{stage}_p95"] = summary["p95"]
         values["gpu_memory_mb"] = _gpu_memory_mb()

@@ -408,7 +408,11 @@ def replay_bag(
             fps_guess = [30.0]
             stamps_seen: list[int] = []
             before = _Counters.of(node)
-            messages = ((conn.topic, t, raw) for conn, t, raw in reader.messages(connections=conns))
+            from gmos_core.bags.fast_mcap import fast_messages
+
+            messages = fast_messages(reader, set(used_topics))  # zero-copy for uncompressed indexed mcap
+            if messages is None:
+                messages = ((conn.topic, t, raw) for conn, t, raw in reader.messages(connections=conns))
             frames = synchronised_frames(
                 messages, reader.deserialize, options.image_topic, image_type,
                 camera_info_topic=options.camera_info_topic, depth_topic=options.depth_topic,

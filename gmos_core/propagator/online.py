@@ -54,6 +54,29 @@ class FrameProposals:
     moving_union: Optional[np.ndarray] = None
 
     @staticmethod
+    def from_label_map(labels: np.ndarray, motions: np.ndarray, ious: np.ndarray,
+                       config: Optional[PropagatorConfig] = None) -> "FrameProposals":
+        """One frame of the official ``build_propagator_inputs``: mask j = ``labels == j+1`` for j < max label
+        (absent labels give empty masks), scores from column j, union of the masks with motion > thres.
+
+        Args:
+            labels: (H, W) integer label map (0 = background).
+            motions, ious: (K,) or (K, 1) per-label scores (column j ↔ label j+1), K >= max label.
+        """
+        config = config or PropagatorConfig()
+        labels = np.asarray(labels)
+        if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must be an integer (H, W) map, got {labels.dtype} {labels.shape}")
+        motions = np.asarray(motions, dtype=np.float32).reshape(-1)
+        ious = np.asarray(ious, dtype=np.float32).reshape(-1)
+        n = int(labels.max()) if labels.size else 0
+        if motions.shape != ious.shape or motions.shape[0] < n:
+            raise ValueError(f"need one motion and one iou per label up to {n}, got {motions.shape} and {ious.shape}")
+        masks = labels[None] == (np.arange(n) + 1)[:, None, None]
+        union = (masks & (motions[:n] > config.motion_thres)[:, None, None]).any(0)
+        return FrameProposals(masks, motions[:n], ious[:n], union)
+
+    @staticmethod
     def empty(height: int, width: int) -> "FrameProposals":
         return FrameProposals(np.zeros((0, height, width), bool), np.zeros(0, np.float32), np.zeros(0, np.float32))
 

@@ -184,3 +184,22 @@ def test_step_validation_and_reset(predictor, video):
     assert prop.track_ids == [0]
     with pytest.raises(ValueError, match="video_hw"):
         OnlinePropagator(predictor, PropagatorConfig(), (0, 64))
+
+
+def test_frame_proposals_from_label_map_matches_offline_inputs():
+    from gmos_core.propagator import build_propagator_inputs
+
+    labels = np.zeros((1, 6, 8), np.uint8)
+    labels[0, 1:3, 1:3] = 1
+    labels[0, 4:6, 5:8] = 3  # label 2 absent: an empty mask, as offline
+    motions = np.zeros((1, 20, 1), np.float32)
+    ious = np.zeros((1, 20, 1), np.float32)
+    motions[0, :3, 0] = [0.9, 0.8, 0.2]
+    ious[0, :3, 0] = [0.8, 0.9, 0.95]
+    p = FrameProposals.from_label_map(labels[0], motions[0], ious[0])
+    ref = build_propagator_inputs(labels, motions, ious)
+    np.testing.assert_array_equal(p.masks, ref.all_pred_masks[0])
+    np.testing.assert_array_equal(p.moving_union, ref.all_pred_motion_masks[0] > 0)
+    np.testing.assert_allclose(p.motions, motions[0, :3, 0])
+    with pytest.raises(ValueError, match="one motion and one iou per label"):
+        FrameProposals.from_label_map(labels[0], motions[0, :2], ious[0, :2])

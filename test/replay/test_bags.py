@@ -221,3 +221,22 @@ def test_evaluator_against_a_davis_folder(tmp_path):
     assert bad["J_mean"] == 0.0 and bad["dynamic_mask_IoU_mean"] == 0.0
     with pytest.raises(ValueError, match="exactly one ground truth"):
         make_evaluator()
+
+
+def test_fast_mcap_reader_matches_rosbags(tmp_path, demo_clip):
+    """The zero-copy mcap path yields exactly what rosbags' reader yields, in the same order."""
+    from gmos_core.bags.fast_mcap import fast_messages
+
+    video_to_bag(demo_clip, tmp_path / "bag", VideoBagOptions(max_frames=6, resize=(64, 36)))
+    topics = {IMAGE_TOPIC, INFO_TOPIC}
+    with open_bag(tmp_path / "bag") as source:
+        reference = [(c.topic, t, bytes(raw)) for c, t, raw in source.reader.messages()]
+        fast = [(topic, t, bytes(raw)) for topic, t, raw in fast_messages(source.reader, topics)]
+        only_images = [t for _, t, _ in fast_messages(source.reader, {IMAGE_TOPIC})]
+    assert fast == reference and len(fast) == 12
+    assert only_images == [t for topic, t, _ in reference if topic == IMAGE_TOPIC]
+    with open_bag(tmp_path / "bag" / "bag.mcap") as source:  # a bare .mcap file works too
+        assert fast_messages(source.reader, topics) is not None
+    _small_bag(tmp_path / "sq", "sqlite3", 2)
+    with open_bag(tmp_path / "sq") as source:
+        assert fast_messages(source.reader, {"/img"}) is None  # not mcap: the caller uses rosbags

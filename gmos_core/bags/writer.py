@@ -83,6 +83,9 @@ def _storage_classes() -> dict:
             self.conn.execute("PRAGMA cache_spill=OFF")
             # Process kills (not power loss) are what we guard against: the OS keeps written pages.
             self.conn.execute("PRAGMA synchronous=OFF")
+            # One writer: keeping the lock between commits saves ~0.4 ms per frame. Readers are not
+            # blocked: rosbags opens databases immutable, without locking; a killed process drops the lock.
+            self.conn.execute("PRAGMA locking_mode=EXCLUSIVE")
             self.conn.executescript(self.SQLITE_SCHEMA)
             self.cursor = self.conn.cursor()
 

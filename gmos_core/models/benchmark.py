@@ -14,8 +14,9 @@ import sys
 import time
 
 
-def _timed(fn, repeats: int) -> float:
-    fn()  # warm-up
+def _timed(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pixel-limit", type=int, default=255000, help="Pi3 pixel budget (official 255000)")
     parser.add_argument("--window", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before timing (default 1)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip", nargs="*", default=[], choices=("pi3", "sam2", "proposer", "gmos_s"))
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             pi3 = build_pi3_encoder(args.size).to(device).eval()
             frames = torch.rand(args.window, 3, hp, wp, device=device)
             with encoder_autocast(device):
-                hidden = pi3.encode_frames(frames)
+                hidden = pi3.encode_frames(frames[:1]).expand(args.window, -1, -1).contiguous()
 
                 def enc_one():
                     pi3.encode_frames(frames[:1]); sync()
@@ -66,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                 def dec():
                     pi3.decode(hidden, args.window, hp, wp); sync()
 
-                rows.append(("Pi3 DINOv2 encode, 1 frame", _timed(enc_one, args.repeats)))
-                rows.append((f"Pi3 decoder, 1 window of {args.window}", _timed(dec, args.repeats)))
+                rows.append(("Pi3 DINOv2 encode, 1 frame", _timed(enc_one, args.repeats, args.warmup)))
+                rows.append((f"Pi3 decoder, 1 window of {args.window}", _timed(dec, args.repeats, args.warmup)))
             del pi3, hidden
         sam_dim = 256 if args.size == "full" else 32
         if "sam2" not in args.skip:
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             def sam():
                 features(image); sync()
 
-            rows.append(("SAM 2 image encoder + head inputs, 1 frame", _timed(sam, args.repeats)))
+            rows.append(("SAM 2 image encoder + head inputs, 1 frame", _timed(sam, args.repeats, args.warmup)))
             del features
         e = sam_dim
         sam_btn = torch.randn(1, sam_dim, 64, 64, device=device)
@@ -91,14 +93,14 @@ def main(argv: list[str] | None = None) -> int:
             def prop():
                 head(token, sam_btn, high_res); sync()
 
-            rows.append(("GMOSProposer head, 1 frame (fp32)", _timed(prop, args.repeats)))
+            rows.append(("GMOSProposer head, 1 frame (fp32)", _timed(prop, args.repeats, args.warmup)))
         if "gmos_s" not in args.skip:
             head_s = build_gmos_s(args.size).to(device).eval()
 
             def gmos_s():
                 head_s(token, sam_btn, high_res); sync()
 
-            rows.append(("GMOS-S head, 1 frame (fp32)", _timed(gmos_s, args.repeats)))
+            rows.append(("GMOS-S head, 1 frame (fp32)", _timed(gmos_s, args.repeats, args.warmup)))
 
     width = max(len(name) for name, _ in rows)
     for name, seconds in rows:

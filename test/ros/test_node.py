@@ -268,3 +268,25 @@ def test_main_runs_autostart_and_shuts_down(ros, monkeypatch, tiny_engine_factor
     (node,) = created
     assert node.lifecycle_state == "active" and getattr(node, "destroyed", False)
     assert node.core._worker is None  # the worker thread was stopped
+
+
+def test_threaded_overload_accounts_for_every_frame(ros, tiny_engine_factory):
+    """Frames delivered much faster than the worker runs: the queue stays bounded, outputs keep stream order
+    and carry their own headers, and every received frame is output, context-only or dropped."""
+    modules, _ = ros
+    node = make_node(ros, tiny_engine_factory, max_queue_frames=5, skip_backlog_frames=1)
+    node.trigger_configure()
+    node.trigger_activate()
+    images = [ros_image(modules, rgb_frame(i), T0 + i * PERIOD_NS) for i in range(14)]
+    for image in images:
+        node.deliver("image", image)  # back to back: far faster than any model
+        assert node.core.queue_length <= 5
+    node.core.request_reset("end of stream")  # flush the look-ahead frames
+    c = node.core.counters
+    assert wait_for(lambda: node.core.queue_length == 0 and c.segmented + c.skipped_frames + c.dropped_frames == 14)
+    published = [m.header for m in node.publisher("objects").published]
+    order = {id(img.header): i for i, img in enumerate(images)}
+    positions = [order[id(h)] for h in published]  # the very header objects of the inputs
+    assert positions == sorted(positions) and len(positions) == c.segmented >= 1
+    assert c.skipped_windows >= 1 and c.dropped_frames + c.skipped_frames >= 5
+    node.trigger_deactivate()

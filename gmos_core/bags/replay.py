@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +34,7 @@ DIAGNOSTIC_WARN = 1
 
 
 class ReplayInterrupted(Exception):
-    """SIGTERM during a replay (SIGINT arrives as KeyboardInterrupt); the output bag is finalised."""
+    """A second SIGINT/SIGTERM during a replay: stop at once (the output bag is still finalised)."""
 
 
 @dataclass
@@ -257,7 +259,7 @@ def replay_bag(
     progress: bool = True,
     model_description: str = "",
     evaluate: Optional[Callable[[list[Any]], dict[str, Any]]] = None,
-    handle_sigterm: bool = False,
+    handle_signals: bool = False,
 ) -> ReplaySummary:
     """Replay ``in_bag`` into ``out_bag`` (see the module doc).
 
@@ -279,12 +281,20 @@ def replay_bag(
     storage = options.storage
     summary = ReplaySummary(in_bag=str(in_bag), out_bag=str(out_bag), storage="", ros_distro=options.ros_distro,
                             model=model_description)
-    previous_sigterm = None
-    if handle_sigterm:
-        def _on_sigterm(signum: int, frame: Any) -> None:
-            raise ReplayInterrupted("SIGTERM")
+    # Ctrl-C / SIGTERM: finish the frame in hand, then stop and finalise the bag (an exception raised in
+    # the middle of a storage write could leave a torn record). A second signal stops at once.
+    stop_requested: list[str] = []
+    previous_handlers: dict[int, Any] = {}
+    if handle_signals and threading.current_thread() is threading.main_thread():
+        def _on_signal(signum: int, frame: Any) -> None:
+            if stop_requested:
+                raise ReplayInterrupted(signal.Signals(signum).name)
+            stop_requested.append(signal.Signals(signum).name)
+            print(f"\n{signal.Signals(signum).name}: stopping after the current frame (again to stop now)",
+                  file=sys.stderr, flush=True)
 
-        previous_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous_handlers[signum] = signal.signal(signum, _on_signal)
 
     bag_now = [0]  # log time of the latest message read: the node's clock (use_sim_time)
     t_start = time.perf_counter()
@@ -423,6 +433,8 @@ def replay_bag(
             t_read = time.perf_counter()
             try:
                 for item in frames:
+                    if stop_requested:
+                        raise ReplayInterrupted(stop_requested[0])
                     if isinstance(item, PassThrough):
                         bag_now[0] = max(bag_now[0], item.log_time_ns)
                         writer.write_raw(item.topic, bag_now[0], item.raw)
@@ -487,8 +499,8 @@ def replay_bag(
         finally:
             if not writer.closed:
                 writer.close()
-            if previous_sigterm is not None:
-                signal.signal(signal.SIGTERM, previous_sigterm)
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
 
     summary.wall_s = time.perf_counter() - t_start
     if first_stamp[0] is not None:

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                           ros_distro=args.ros_distro),
             node_maker(params, engine_factory(args.fps)),
             artefacts=Artefacts.beside(out_bag), progress=not args.no_progress,
-            model_description=model_description(params), handle_sigterm=True,
+            model_description=model_description(params), handle_signals=True,
         )
     except (ValueError, FileNotFoundError) as exc:
         print(f"gmos demo: error: {exc}", file=sys.stderr)

@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         summary = replay_bag(
             Path(args.in_bag), out, options, node_maker(params, engine_factory(args.fps)),
             artefacts=artefacts, progress=not args.no_progress, model_description=model_description(params),
-            evaluate=evaluate, handle_sigterm=True,
+            evaluate=evaluate, handle_signals=True,
         )
     except (BagInputError, BagWriteError, BagRecoveryError, ValueError, FileNotFoundError) as exc:
         print(f"gmos replay: error: {exc}", file=sys.stderr)

@@ -277,16 +277,19 @@ def test_threaded_overload_accounts_for_every_frame(ros, tiny_engine_factory):
     node = make_node(ros, tiny_engine_factory, max_queue_frames=5, skip_backlog_frames=1)
     node.trigger_configure()
     node.trigger_activate()
-    images = [ros_image(modules, rgb_frame(i), T0 + i * PERIOD_NS) for i in range(14)]
-    for image in images:
+    images = [ros_image(modules, rgb_frame(i), T0 + i * PERIOD_NS) for i in range(20)]
+    for image in images[:14]:
         node.deliver("image", image)  # back to back: far faster than any model
         assert node.core.queue_length <= 5
+    for image in images[14:]:  # then at the pace the worker keeps up with
+        assert wait_for(lambda: node.core.queue_length == 0)
+        node.deliver("image", image)
     node.core.request_reset("end of stream")  # flush the look-ahead frames
     c = node.core.counters
-    assert wait_for(lambda: node.core.queue_length == 0 and c.segmented + c.skipped_frames + c.dropped_frames == 14)
+    assert wait_for(lambda: node.core.queue_length == 0 and c.segmented + c.skipped_frames + c.dropped_frames == 20)
     published = [m.header for m in node.publisher("objects").published]
     order = {id(img.header): i for i, img in enumerate(images)}
     positions = [order[id(h)] for h in published]  # the very header objects of the inputs
     assert positions == sorted(positions) and len(positions) == c.segmented >= 1
-    assert c.skipped_windows >= 1 and c.dropped_frames + c.skipped_frames >= 5
+    assert c.skipped_windows >= 2 and c.dropped_frames >= 5 and c.received == 20
     node.trigger_deactivate()

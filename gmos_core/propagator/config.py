@@ -61,6 +61,8 @@ class PropagatorConfig:
     * ``max_cond_frames_in_attn`` (online; official SAM 2 default -1 = all): conditioning frames the
       streaming tracker attends to per frame (the temporally closest ones, as SAM 2 selects them).
     * ``max_kept_cond_frames`` (online): conditioning outputs kept per object; older ones are pruned.
+    * ``max_absent_frames`` (online; 0 = never, like the official code): a track whose (exclusive) mask has
+      been empty for this many consecutive frames is removed, freeing its slot for new objects.
     * ``cuda_bf16_autocast`` (True = official): on CUDA run under bf16 autocast with TF32 enabled.
     """
 
@@ -81,6 +83,7 @@ class PropagatorConfig:
     skip_empty_prompts: bool = False
     max_cond_frames_in_attn: int = 4
     max_kept_cond_frames: int = 4
+    max_absent_frames: int = 0
     cuda_bf16_autocast: bool = True
 
     def __post_init__(self) -> None:
@@ -93,7 +96,8 @@ class PropagatorConfig:
         object.__setattr__(self, "stage2_smoothing_weights", tuple(float(w) for w in self.stage2_smoothing_weights))
         _check_weights("stage1_smoothing_weights", self.stage1_smoothing_weights)
         _check_weights("stage2_smoothing_weights", self.stage2_smoothing_weights)
-        for name, low in (("max_objects", 1), ("min_prompt_frame_distance", 0), ("max_kept_cond_frames", 2)):
+        for name, low in (("max_objects", 1), ("min_prompt_frame_distance", 0), ("max_kept_cond_frames", 2),
+                          ("max_absent_frames", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise PropagatorConfigError(f"PropagatorConfig.{name} must be an integer >= {low}, got {value!r}")

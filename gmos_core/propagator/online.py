@@ -93,6 +93,7 @@ class OnlineFrameOutput:
         motion_scores: (n,) motion probability of the proposal that best contains the object (0 if none).
         object_ious: (n,) SAM 2's predicted IoU of each object's mask (1.0 on prompted frames).
         new_track_ids / reinforced_track_ids: tracks created / re-prompted (Case 1) on this frame.
+        removed_track_ids: tracks dropped after this frame (absent for ``max_absent_frames`` frames).
         logits: (n, H, W) float32 per-object mask logits before the arg-max (only with ``keep_logits``).
     """
 
@@ -105,6 +106,7 @@ class OnlineFrameOutput:
     new_track_ids: List[int] = field(default_factory=list)
     reinforced_track_ids: List[int] = field(default_factory=list)
     logits: Optional[np.ndarray] = None
+    removed_track_ids: List[int] = field(default_factory=list)
 
     def label_map(self, moving_only: bool = True) -> np.ndarray:
         """(H, W) uint16 map of track_id + 1 (0 = background); by default only moving objects (MOS-I)."""
@@ -157,6 +159,7 @@ class OnlinePropagator:
         self._last_frame: Optional[int] = None
         self._next_track_id = 0
         self._prompt_frames: Dict[int, List[int]] = {}
+        self._absent_frames: Dict[int, int] = {}
 
     @property
     def track_ids(self) -> List[int]:
@@ -199,6 +202,8 @@ class OnlinePropagator:
             p.max_cond_frames_in_attn = self.config.max_cond_frames_in_attn
             try:
                 out = self._step(t, masks, motions, ious, union)
+                if self.config.max_absent_frames > 0:
+                    out.removed_track_ids = self._remove_lost_tracks(out)
             finally:
                 p.max_cond_frames_in_attn = saved_cap
                 if self.prune:
@@ -319,6 +324,20 @@ class OnlinePropagator:
             reinforced_track_ids=reinforced,
             logits=logits[:, 0].float().cpu().numpy() if self.keep_logits else None,
         )
+
+    def _remove_lost_tracks(self, out: OnlineFrameOutput) -> List[int]:
+        """Count consecutive empty frames per track and drop tracks absent for ``max_absent_frames``."""
+        removed = []
+        for i, tid in enumerate(out.track_ids):
+            self._absent_frames[tid] = 0 if out.masks[i].any() else self._absent_frames.get(tid, 0) + 1
+            if self._absent_frames[tid] >= self.config.max_absent_frames:
+                removed.append(tid)
+        for tid in removed:
+            # SAM 2 re-indexes the remaining objects (or resets the state when none is left).
+            self.predictor.remove_object(self.state, tid, strict=True, need_output=False)
+            self._absent_frames.pop(tid, None)
+            self._prompt_frames.pop(tid, None)
+        return removed
 
     def _track_all(self, t: int) -> torch.Tensor:
         """Track every object on frame t from memory (what one step of propagate_in_video does)."""

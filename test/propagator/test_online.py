@@ -203,3 +203,22 @@ def test_frame_proposals_from_label_map_matches_offline_inputs():
     np.testing.assert_allclose(p.motions, motions[0, :3, 0])
     with pytest.raises(ValueError, match="one motion and one iou per label"):
         FrameProposals.from_label_map(labels[0], motions[0, :2], ious[0, :2])
+
+
+def test_lost_tracks_are_removed_and_ids_not_reused(predictor, video):
+    features, _ = video
+    labels = np.zeros((H, W), np.uint8)
+    labels[28:44, 40:56] = 2  # label 1 is absent (a label gap) but its scores qualify: an empty seed mask
+    seed = FrameProposals.from_label_map(labels, np.array([0.9, 0.9]), np.array([0.9, 0.9]))
+    cfg = PropagatorConfig(max_absent_frames=1)
+    prop = OnlinePropagator(predictor, cfg, (H, W))
+    out = prop.step(0, features[0], seed)
+    assert out.track_ids == [0, 1] and out.new_track_ids == [0, 1]
+    assert not out.masks[0].any() and out.masks[1].any()
+    assert out.removed_track_ids == [0]
+    assert prop.track_ids == [1] and prop.retained_state_size()["objects"] == 1
+    nxt = prop.step(1, features[1], FrameProposals.empty(H, W))
+    assert 0 not in nxt.track_ids and nxt.track_ids[:1] == [1]
+    # Without the option (official behaviour) the empty track stays.
+    keep = OnlinePropagator(predictor, PropagatorConfig(), (H, W))
+    assert keep.step(0, features[0], seed).removed_track_ids == [] and keep.track_ids == [0, 1]

@@ -29,8 +29,8 @@ def sam2_image_tensor(rgb: np.ndarray, resolution: int = 1024) -> torch.Tensor:
         from gmos_core.preprocess import sam2_image_tensor as shared  # type: ignore
     except ImportError:
         shared = None
-    if shared is not None and resolution == 1024:
-        return shared(rgb)
+    if shared is not None:
+        return shared(np.asarray(rgb), image_size=resolution)
     return _sam2_image_tensor_local(rgb, resolution)
 
 

@@ -22,7 +22,7 @@ from .inputs import PropagatorInputs, build_propagator_inputs, qualifying_scores
 from .ops import (batch_hungarian_match, build_indexed_masks, compute_iou, compute_motion_labels,
                   compute_precision, form_result_array, get_torch_hard_max, get_torch_priority_hard_max,
                   smooth_motions)
-from .predictor import (GMOSVideoPredictor, as_gmos_predictor, compute_context, init_state_from_features,
+from .predictor import (as_gmos_predictor, compute_context, init_state_from_features,
                         install_fp32_memory_shim)
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,7 @@ def _seed(predictor, state, inputs: PropagatorInputs, start: int, config: Propag
         if next_id >= config.max_objects:
             # Official: no cap here → index error in the K-wide result arrays. We stop at the cap.
             notes.append(f"seeding capped at max_objects={config.max_objects} on frame {start}")
+            log.warning(notes[-1])
             break
         predictor.add_new_mask(state, frame_idx=start, obj_id=next_id, mask=masks[j], with_object_ious=True)
         prompts[(start, next_id)] = masks[j]
@@ -312,6 +313,7 @@ def run_two_stage(
             first3 = q[0:3].sum(-1)
             fallback = int(np.argmax(first3)) if first3.sum() > 0 else int(np.where(q.sum(-1) > 0)[0][0])
             result.notes.append(f"start frame {start} has no seedable label; using frame {fallback}")
+            log.warning(result.notes[-1])
             start = fallback
         result.stage1_start_frame = start
 

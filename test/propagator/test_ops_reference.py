@@ -146,3 +146,18 @@ def test_config_validation_names_the_field(kwargs, match):
 
     with pytest.raises(PropagatorConfigError, match=match):
         PropagatorConfig(**kwargs)
+
+
+def test_sam2_image_tensor_matches_official_transform(utils_tensors):
+    """Both the shared preprocessing (used when present) and the local fallback equal SAM2Transforms(1024)."""
+    from gmos_core.propagator.features import _sam2_image_tensor_local, sam2_image_tensor
+
+    for case in ("small_80x60", "wide_1500x40"):
+        rgb = utils_tensors[f"sam2_transform/{case}/input_u8"]
+        for fn in (sam2_image_tensor, _sam2_image_tensor_local):
+            out = fn(rgb).numpy()
+            np.testing.assert_allclose(out[0, ::4, ::4], utils_tensors[f"sam2_transform/{case}/ch0_sub4"], atol=1e-5)
+            np.testing.assert_allclose(out[:, 517, :], utils_tensors[f"sam2_transform/{case}/row517"], atol=1e-5)
+            np.testing.assert_allclose(out[:, :, 333], utils_tensors[f"sam2_transform/{case}/col333"], atol=1e-5)
+    with pytest.raises(ValueError, match="uint8"):
+        _sam2_image_tensor_local(np.zeros((4, 4, 3), np.float32))

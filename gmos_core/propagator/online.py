@@ -111,6 +111,9 @@ class OnlineFrameOutput:
     def label_map(self, moving_only: bool = True) -> np.ndarray:
         """(H, W) uint16 map of track_id + 1 (0 = background); by default only moving objects (MOS-I)."""
         out = np.zeros(self.masks.shape[1:], dtype=np.uint16)
+        if self.track_ids and max(self.track_ids) + 1 > np.iinfo(np.uint16).max:
+            raise OverflowError(f"track id {max(self.track_ids)} does not fit a uint16 label map "
+                                "(reset() the propagator to restart the ids)")
         for i, tid in enumerate(self.track_ids):
             if moving_only and not self.moving[i]:
                 continue

@@ -240,3 +240,16 @@ def test_fast_mcap_reader_matches_rosbags(tmp_path, demo_clip):
     _small_bag(tmp_path / "sq", "sqlite3", 2)
     with open_bag(tmp_path / "sq") as source:
         assert fast_messages(source.reader, {"/img"}) is None  # not mcap: the caller uses rosbags
+
+
+def test_mcap_files_read_with_the_reference_mcap_library(tmp_path):
+    """Final and provisional (interrupted) mcap files are valid for Foxglove's reference reader too."""
+    mcap_reader = pytest.importorskip("mcap.reader", reason="the PyPI 'mcap' package (test extra) is not installed")
+    _small_bag(tmp_path / "final", "mcap", 4)
+    bag = _small_bag(tmp_path / "open", "mcap", 4, close=False)
+    bag._writer.storage.bio.close()  # as after a kill: no summary, provisional footer
+    for name in ("final", "open"):
+        with (tmp_path / name / f"{name}.mcap").open("rb") as stream:
+            reader = mcap_reader.make_reader(stream)
+            logs = [message.log_time for _, _, message in reader.iter_messages()]
+        assert logs == [1000, 1001, 1002, 1003], name

@@ -75,7 +75,7 @@ PARAMETER_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("mask_threshold", 0.5, "GMOS-S: a pixel is dynamic when its foreground probability exceeds "
               "this (0.5 = the paper)", value_range=(0.0, 1.0, 0.0), read_only=False),
     ParamSpec("window_size", 5, "frames per window (odd; 5 for the official weights)", value_range=(1, 15, 2)),
-    ParamSpec("fps", 0.0, "nominal camera rate; 0 = estimate from the stamps of the first frames",
+    ParamSpec("fps", 0.0, "nominal camera rate (a float: write 30.0); 0 = estimate from the stamps of the first frames",
               value_range=(0.0, 1000.0, 0.0)),
     ParamSpec("stride", 0, "frames between window members; 0 = max(1, int(fps / 8)) as in the paper",
               value_range=(0, 100, 1)),

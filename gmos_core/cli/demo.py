@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 DEMO_CLIP = Path(__file__).resolve().parents[1] / "data" / "dog_demo.mp4"
+DEFAULT_DEMO_FRAMES = 60
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for the demo's bags, video and plots (default ./gmos_demo; each run gets a "
                              "new sub-folder)")
     parser.add_argument("--video", default=None, help="use this video (or frame folder) instead of the bundled clip")
-    parser.add_argument("--max-frames", type=int, default=None, help="use at most this many frames of the clip")
+    parser.add_argument("--max-frames", type=int, default=DEFAULT_DEMO_FRAMES,
+                        help=f"use at most this many frames (default {DEFAULT_DEMO_FRAMES}: 2 s of the clip, about two "
+                             "minutes with the tiny model on 2 CPU cores; the clip has 100)")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage (default mcap)")
     parser.add_argument("--ros-distro", choices=("humble", "jazzy"), default="jazzy")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -182,3 +182,15 @@ def test_convert_weights_cli(tmp_path, proposer_state, capsys):
     assert gmos_main(["convert-weights", str(tmp_path / "gmos.pt"), str(tmp_path / "x.safetensors")]) == 1
     assert "misshaped" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_convert_sam2_checkpoint_cli(tmp_path, fixtures_dir):
+    """The official SAM 2 form ({"model": sd} via torch.save) is detected and checked against the tiny config."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(fixtures_dir / "propagator_tiny" / "sam2_tiny_weights.safetensors"))
+    torch.save({"model": state}, tmp_path / "sam2_tiny.pt")
+    out = tmp_path / "sam2_tiny.safetensors"
+    assert gmos_main(["convert-weights", str(tmp_path / "sam2_tiny.pt"), str(out), "--size", "tiny"]) == 0
+    converted = load_file(str(out))
+    assert set(converted) == set(state) and all(torch.equal(converted[k], state[k]) for k in state)

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from gmos_core.bridge import NodeCore, NodeParams, frame_output_messages, record_messages
+from gmos_core.bridge import NodeCore, frame_output_messages, record_messages
 from gmos_core.bridge.engine_factory import build_engine
 
 from .conftest import HEIGHT, PERIOD_NS, WIDTH, image_msg, rgb_frame, tiny_params

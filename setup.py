@@ -49,7 +49,8 @@ setup(
         "eval": ["matplotlib>=3.7"],
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
         "training": [],
-        "test": ["pytest>=7", "rosbags>=0.10", "av>=11", "matplotlib>=3.7", "colcon-core", "catkin_pkg"],
+        "test": ["pytest>=7", "rosbags>=0.10", "av>=11", "matplotlib>=3.7", "opencv-python-headless",
+                 "colcon-core", "colcon-common-extensions", "catkin_pkg"],
     },
     entry_points={
         "console_scripts": [

@@ -205,7 +205,7 @@ class MotionTimeline:
 
         grid, tracks = self.matrix()
         times = (np.asarray(self.stamps_ns, dtype=np.float64) - (self.stamps_ns[0] if self.stamps_ns else 0)) / 1e9
-        fig, ax = plt.subplots(figsize=(10, 1.2 + 0.28 * max(1, len(tracks))), dpi=100)
+        fig, ax = plt.subplots(figsize=(10, 1.5 + 0.28 * max(1, len(tracks))), dpi=100)
         colours = ["#ffffff", "#bdbdbd", "#3b75af", "#d62728"]  # absent, unknown, static, moving
         if len(tracks) and len(times):
             extent = (times[0], times[-1] if len(times) > 1 else times[0] + 1e-3, len(tracks) - 0.5, -0.5)
@@ -214,12 +214,13 @@ class MotionTimeline:
             ax.set_yticks(range(len(tracks)))
             ax.set_yticklabels(["foreground" if t == self.FOREGROUND else f"track {t}" for t in tracks], fontsize=7)
         else:
-            ax.text(0.5, 0.5, "no objects segmented", ha="center", va="center", transform=ax.transAxes)
+            ax.text(0.5, 0.5, f"no objects segmented in {len(self.stamps_ns)} frames", ha="center", va="center",
+                    transform=ax.transAxes)
             ax.set_yticks([])
         ax.set_xlabel("time since first frame [s]")
-        ax.set_title(title or "motion timeline (objects x time)", fontsize=9)
+        ax.set_title(title or "motion timeline (objects x time)", fontsize=9, loc="left")
         ax.legend(handles=[Patch(color=c, label=n) for c, n in zip(colours[1:], ("unknown", "static", "moving"))],
-                  loc="upper right", fontsize=7, ncol=3, framealpha=0.9)
+                  loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=7, ncol=3, frameon=False)
         fig.tight_layout()
         fig.savefig(path)
         plt.close(fig)
@@ -516,7 +517,10 @@ def replay_bag(
     if overlay_writer is not None and artefacts.overlay_mp4 is not None:
         summary.artefacts["overlay video"] = str(artefacts.overlay_mp4)
     if artefacts.timeline_png is not None:
-        timeline.plot(artefacts.timeline_png, title=f"motion timeline: {in_bag.name} {options.image_topic}")
+        title = f"motion timeline: {in_bag.name} {options.image_topic}"
+        if model_description:
+            title += f"\nmodel: {model_description}"
+        timeline.plot(artefacts.timeline_png, title=title)
         summary.artefacts["motion timeline plot"] = str(artefacts.timeline_png)
     if artefacts.summary_json is not None:
         summary.artefacts["summary"] = str(artefacts.summary_json)

@@ -253,3 +253,21 @@ def test_mcap_files_read_with_the_reference_mcap_library(tmp_path):
             reader = mcap_reader.make_reader(stream)
             logs = [message.log_time for _, _, message in reader.iter_messages()]
         assert logs == [1000, 1001, 1002, 1003], name
+
+
+def test_motion_timeline_matrix_and_plot(tmp_path):
+    from types import SimpleNamespace as N
+
+    from gmos_core.bags.replay import MotionTimeline
+
+    timeline = MotionTimeline()
+    for i in range(6):
+        objects = [N(track_id=9, state=2 if 2 <= i < 4 else 1)] + ([N(track_id=3, state=0)] if i < 2 else [])
+        timeline.add(N(frame=N(stamp_ns=i * 10**8), objects=objects, mode="gmos_online", dynamic_mask=None))
+    grid, tracks = timeline.matrix()
+    assert tracks == [3, 9]
+    assert grid.tolist() == [[0, 0, -1, -1, -1, -1], [1, 1, 2, 2, 1, 1]]
+    gmos_s = MotionTimeline()
+    gmos_s.add(N(frame=N(stamp_ns=0), objects=[], mode="gmos_s", dynamic_mask=np.ones((2, 2), bool)))
+    assert gmos_s.matrix()[0].tolist() == [[2]]  # one "foreground" row
+    assert timeline.plot(tmp_path / "t.png").stat().st_size > 2000

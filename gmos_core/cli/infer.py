@@ -28,9 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tiny = small RANDOM models for tests (outputs are meaningless)")
     parser.add_argument("--random-weights", action="store_true",
                         help="allow random weights for any file not given (outputs are meaningless)")
-    parser.add_argument("--pi3-ckpt", help="Pi3 weights (.safetensors, or .pt/.pth with --allow-pickle)")
+    parser.add_argument("--pi3-ckpt", help="Pi3 weights (.safetensors, or .pt/.pth read with weights_only=True)")
     parser.add_argument("--sam2-ckpt", help="SAM 2.1 checkpoint (sam2.1_hiera_large.pt or .safetensors)")
     parser.add_argument("--gmos-ckpt", help="GMOS proposer checkpoint (gmos modes) or GMOS-S checkpoint (gmos_s)")
+    parser.add_argument("--allow-unsafe-pickle", action="store_true",
+                        help="fully unpickle .pt/.pth checkpoints that weights_only loading rejects (can execute "
+                             "code: trusted files only)")
     parser.add_argument("--sam2-config", default=None,
                         help="SAM 2 config: packaged name (configs/sam2.1/sam2.1_hiera_l.yaml) or YAML path")
     parser.add_argument("--pixel-limit", type=int, default=255_000, help="Pi3 pixel budget (official 255000)")
@@ -151,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     random_ok = args.random_weights or args.model_size == "tiny"
-    weights = WeightPaths(pi3=args.pi3_ckpt, sam2=args.sam2_ckpt, head=args.gmos_ckpt, sam2_config=args.sam2_config)
+    weights = WeightPaths(pi3=args.pi3_ckpt, sam2=args.sam2_ckpt, head=args.gmos_ckpt, sam2_config=args.sam2_config,
+                          allow_unsafe_pickle=args.allow_unsafe_pickle)
     base = EngineConfig(mode=args.mode, pixel_limit=args.pixel_limit, device=args.device,
                         precision=args.precision, batch_size=args.batch_size, fps=30.0,
                         extra={"progress": not args.quiet})

@@ -24,6 +24,7 @@ class WeightPaths:
     sam2: Optional[str] = None
     head: Optional[str] = None  # GMOS proposer checkpoint (gmos_online/offline) or GMOS-S checkpoint (gmos_s)
     sam2_config: Optional[str] = None  # packaged name or YAML path; default by model size
+    allow_unsafe_pickle: bool = False  # full unpickling of .pt files (can execute code): trusted files only
 
 
 class EngineModels:
@@ -166,15 +167,16 @@ def build_engine_models(config, size: str = "full", weights: Optional[WeightPath
     if weights.pi3:
         from gmos_core.weights import load_pi3_encoder
 
-        load_pi3_encoder(pi3, _check_file(weights.pi3, "Pi3"))
+        load_pi3_encoder(pi3, _check_file(weights.pi3, "Pi3"), allow_unsafe_pickle=weights.allow_unsafe_pickle)
     if weights.head:
         from gmos_core import weights as W
 
         loader = W.load_gmos_s if config.mode == "gmos_s" else W.load_proposer
-        loader(head, _check_file(weights.head, "GMOS head"))
+        loader(head, _check_file(weights.head, "GMOS head"), allow_unsafe_pickle=weights.allow_unsafe_pickle)
     sam_config = weights.sam2_config or (str(M.sam2_features.TINY_CONFIG_PATH) if size == "tiny"
                                          else M.sam2_features.PACKAGED_L_CONFIG)
-    predictor = M.build_sam2_predictor(sam_config, _check_file(weights.sam2, "SAM 2"), device=config.device)
+    predictor = M.build_sam2_predictor(sam_config, _check_file(weights.sam2, "SAM 2"), device=config.device,
+                                       allow_unsafe_pickle=weights.allow_unsafe_pickle)
     if torch.device(config.device).type == "cpu":
         M.install_memory_dtype_shim(predictor)
     pi3.to(config.device)
@@ -183,10 +185,10 @@ def build_engine_models(config, size: str = "full", weights: Optional[WeightPath
         for p in module.parameters():
             p.requires_grad_(False)
     random = bool(missing)
-    description = (f"{size} models (Pi3 {'official' if weights.pi3 else 'random'}, "
-                   f"SAM 2 {os.path.basename(str(sam_config))} {'official' if weights.sam2 else 'random'}, "
+    description = (f"{size} models (Pi3 {'from file' if weights.pi3 else 'random'}, "
+                   f"SAM 2 {os.path.basename(str(sam_config))} {'from file' if weights.sam2 else 'random'}, "
                    f"{'GMOS-S' if config.mode == 'gmos_s' else 'GMOS proposer'} "
-                   f"{'official' if weights.head else 'random'})")
+                   f"{'from file' if weights.head else 'random'})")
     return EngineModels(pi3, head, M.Sam2Features(predictor), mode=config.mode, anchor="center",
                         window_size=5, description=description, random_weights=random,
                         device=config.device, precision=config.precision)

@@ -238,3 +238,33 @@ def test_online_mode_on_real_tiny_models():
         assert h["buffered_frames"] <= 7  # stride 1: 5-frame span + tolerance
         assert h["cached_tokens"] <= 7
         assert h["waiting"] <= 3 and h["unemitted"] <= 4
+
+
+def test_weight_files_are_loaded(tmp_path):
+    """Weight files given to build_engine_models end up in the models (torch.save dict read with
+    weights_only=True; safetensors for Pi3 and SAM 2), and a set of all three is not labelled random."""
+    from safetensors.torch import save_file
+
+    from gmos_core.engine.models import WeightPaths
+    from gmos_core.models import build_pi3_encoder, build_proposer
+    from gmos_core.models.sam2_features import TINY_CONFIG_PATH, build_sam2_predictor
+
+    torch.manual_seed(123)
+    pi3, head = build_pi3_encoder("tiny"), build_proposer("tiny")
+    sam = build_sam2_predictor(str(TINY_CONFIG_PATH))
+    with torch.no_grad():
+        for p in list(pi3.parameters()) + list(head.parameters()) + list(sam.parameters()):
+            p.add_(torch.randn_like(p))
+    save_file({k: v.contiguous() for k, v in pi3.state_dict().items()}, str(tmp_path / "pi3.safetensors"))
+    save_file({k: v.contiguous() for k, v in sam.state_dict().items()}, str(tmp_path / "sam2.safetensors"))
+    torch.save({"model_state_dict": head.state_dict()}, tmp_path / "gmos.pt")
+    weights = WeightPaths(pi3=str(tmp_path / "pi3.safetensors"), sam2=str(tmp_path / "sam2.safetensors"),
+                          head=str(tmp_path / "gmos.pt"), sam2_config=str(TINY_CONFIG_PATH))
+    models = build_engine_models(EngineConfig(mode="gmos_offline"), "tiny", weights)
+    assert not models.random_weights and "RANDOM" not in models.description
+    for ours, theirs in ((models.pi3, pi3), (models.head, head), (models.predictor, sam)):
+        for (key, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
+            assert torch.equal(a, b), key
+    with pytest.raises(FileNotFoundError, match="Pi3 weights not found"):
+        build_engine_models(EngineConfig(mode="gmos_s"), "tiny", WeightPaths(pi3=str(tmp_path / "nope")),
+                            allow_random=True)

@@ -429,6 +429,8 @@ def replay_bag(
                 camera_info_topic=options.camera_info_topic, depth_topic=options.depth_topic,
                 slop_ns=int(options.sync_slop_s * 1e9), copy_topics=copy_topics)
             limit = options.max_frames
+            copied_images = [0]
+            copy_until: list[Optional[int]] = [None]
             total = min(total_images, limit) if limit else total_images
             bar = tqdm(total=total, desc="replay", unit="frame", disable=not progress, dynamic_ncols=True)
             t_read = time.perf_counter()
@@ -437,6 +439,13 @@ def replay_bag(
                     if stop_requested:
                         raise ReplayInterrupted(stop_requested[0])
                     if isinstance(item, PassThrough):
+                        if item.topic == options.image_topic:
+                            copied_images[0] += 1
+                            if limit is not None and copied_images[0] == limit:
+                                copy_until[0] = item.log_time_ns + int(options.sync_slop_s * 1e9)
+                        if copy_until[0] is not None and (item.log_time_ns > copy_until[0] or (
+                                item.topic == options.image_topic and copied_images[0] > limit)):
+                            continue  # beyond --max-frames: copy only what the replayed frames used
                         bag_now[0] = max(bag_now[0], item.log_time_ns)
                         writer.write_raw(item.topic, bag_now[0], item.raw)
                         continue

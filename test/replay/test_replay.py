@@ -240,3 +240,12 @@ def test_compressed_images_with_depth_and_ground_truth_topic(tmp_path, demo_clip
     assert summary.evaluation["frames_evaluated"] == 4
     assert 0.0 <= summary.evaluation["dynamic_mask_IoU_mean"] <= 1.0
     assert "J&F_mean (moving objects)" in summary.evaluation
+
+
+def test_max_frames_limits_outputs_and_copies(tmp_path, demo_clip):
+    in_bag = make_video_bag(demo_clip, tmp_path / "in", 6)
+    summary = replay_bag(in_bag, tmp_path / "out", ReplayOptions(IMAGE_TOPIC, camera_info_topic=INFO_TOPIC,
+                                                                 max_frames=3), tiny_node_maker(), progress=False)
+    assert (summary.frames_in, summary.frames_out) == (3, 3) and summary.accounted
+    outputs = read_bag(tmp_path / "out")
+    assert len(outputs[IMAGE_TOPIC]) == 3 and len(outputs[INFO_TOPIC]) == 3 and len(outputs["/gmos/objects"]) == 3

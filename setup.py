@@ -45,11 +45,11 @@ setup(
     ],
     extras_require={
         "video": ["av>=11", "matplotlib>=3.7"],
-        "bags": ["rosbags>=0.10"],
+        "bags": ["rosbags>=0.11,<0.12"],  # the interruption-safe writers subclass rosbags 0.11 internals
         "eval": ["matplotlib>=3.7"],
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
         "training": [],
-        "test": ["pytest>=7", "rosbags>=0.10", "av>=11", "matplotlib>=3.7", "opencv-python-headless",
+        "test": ["pytest>=7", "rosbags>=0.11,<0.12", "mcap", "av>=11", "matplotlib>=3.7", "opencv-python-headless",
                  "colcon-core", "colcon-common-extensions", "catkin_pkg"],
     },
     entry_points={

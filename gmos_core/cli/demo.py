@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     from gmos_core.bags.from_video import VideoBagOptions, video_to_bag
     from gmos_core.bags.replay import Artefacts, ReplayOptions, replay_bag
-    from gmos_core.cli.replay import (UNTRAINED_BANNER, engine_factory, model_description, node_maker,
-                                      node_params_from_args)
+    from gmos_core.bridge.engine_factory import build_engine
+    from gmos_core.cli.replay import UNTRAINED_BANNER, model_description, node_maker, node_params_from_args
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2 if args.device == "cpu" else 8)))
     source = Path(args.video) if args.video else DEMO_CLIP
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             made.path, out_bag,
             ReplayOptions(made.image_topic, camera_info_topic=made.camera_info_topic, storage=args.storage,
                           ros_distro=args.ros_distro),
-            node_maker(params, engine_factory(args.fps)),
+            node_maker(params, build_engine),
             artefacts=Artefacts.beside(out_bag), progress=not args.no_progress,
             model_description=model_description(params), handle_signals=True,
         )

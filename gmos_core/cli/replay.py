@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 UNTRAINED_BANNER = (
     "*** UNTRAINED MODEL: tiny random-weights configuration: masks are meaningless; "
@@ -29,8 +29,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tiny-random-model", action="store_true",
                        help="tiny randomly initialised model (no weights needed; masks are meaningless)")
     group.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:N); default cpu")
-    group.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None,
-                       help="encoder precision on CUDA (default fp16 on CUDA, fp32 on CPU)")
+    group.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
+                       help="encoder precision: auto = bf16/fp16 autocast on CUDA as the official code, fp32 on CPU")
+    group.add_argument("--sam2-config", default=None,
+                       help="SAM 2 config (packaged name or YAML path); default: the model's own")
+    group.add_argument("--pixel-limit", type=int, default=255000,
+                       help="Pi3 pixel budget per frame (the paper's 255000; the official weights were trained with it)")
     group.add_argument("--fps", type=float, default=None,
                        help="nominal frame rate (sets the window stride); default: estimated from the stamps")
 
@@ -67,7 +71,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def node_params_from_args(args: argparse.Namespace) -> Any:
     from gmos_core.bridge.params import NodeParams
 
-    cuda = str(args.device).startswith("cuda")
     return NodeParams(
         model=args.model,
         pi3_weights=args.pi3_weights or "",
@@ -75,7 +78,10 @@ def node_params_from_args(args: argparse.Namespace) -> Any:
         sam2_checkpoint=args.sam2_checkpoint or "",
         tiny_random_model=bool(args.tiny_random_model),
         device=args.device,
-        precision=args.precision or ("fp16" if cuda else "fp32"),
+        sam2_config=getattr(args, "sam2_config", None) or "",
+        precision=args.precision or "auto",
+        fps=float(args.fps or 0.0),
+        pixel_limit=int(getattr(args, "pixel_limit", 255000)),
         use_camera_info=bool(getattr(args, "camera_info_topic", None)),
         use_depth=bool(getattr(args, "depth_topic", None)),
         instance_mask_encoding=getattr(args, "instance_mask_encoding", "mono16"),
@@ -95,29 +101,6 @@ def check_model_choice(params: Any) -> None:
             "no model weights given: pass --pi3-weights, --sam2-checkpoint and --head-weights (the official "
             "model), or --tiny-random-model for a pipeline check with meaningless masks"
         )
-
-
-def engine_factory(fps: Optional[float]) -> Callable[[Any], Any]:
-    """NodeParams -> StreamingEngine (the models built as the params say)."""
-
-    def build(params: Any) -> Any:
-        from gmos_core.engine.config import EngineConfig
-        from gmos_core.engine.models import WeightPaths, build_engine_models
-        from gmos_core.engine.streaming import StreamingEngine
-
-        cuda = params.device.startswith("cuda")
-        config = EngineConfig(mode=params.model, fps=fps, window_size=params.window_size, device=params.device,
-                              precision=params.precision if cuda else "fp32")
-        if params.tiny_random_model:
-            models = build_engine_models(config, size="tiny", allow_random=True)
-        else:
-            models = build_engine_models(config, size="full", weights=WeightPaths(
-                pi3=params.pi3_weights, sam2=params.sam2_checkpoint, head=params.head_weights))
-        engine = StreamingEngine(config, models)
-        engine.description = getattr(models, "description", "")
-        return engine
-
-    return build
 
 
 def node_maker(params: Any, build_engine: Callable[[Any], Any]) -> Callable[[Callable[[], int]], Any]:
@@ -141,6 +124,8 @@ def model_description(params: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     import torch
+
+    from gmos_core.bridge.engine_factory import build_engine
 
     from gmos_core.bags.reader import BagInputError
     from gmos_core.bags.recovery import BagRecoveryError
@@ -175,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         if params.tiny_random_model:
             print(UNTRAINED_BANNER, file=sys.stderr)
         summary = replay_bag(
-            Path(args.in_bag), out, options, node_maker(params, engine_factory(args.fps)),
+            Path(args.in_bag), out, options, node_maker(params, build_engine),
             artefacts=artefacts, progress=not args.no_progress, model_description=model_description(params),
             evaluate=evaluate, handle_signals=True,
         )

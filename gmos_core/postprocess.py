@@ -11,7 +11,7 @@ GMOS-S (§10): prob = sigmoid(bilinear upsample of fg_mask); 8-bit = truncation 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 

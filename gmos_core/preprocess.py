@@ -9,7 +9,6 @@ Frames are RGB uint8 (H, W, 3) numpy arrays (or PIL images).
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import numpy as np
 

@@ -45,7 +45,6 @@ def load_gt_topic(bag: Path, topic: str) -> dict[int, np.ndarray]:
     """{header stamp ns: (H, W) label image} from a mono8/mono16 Image topic."""
     from gmos_core.bags.messages import stamp_to_ns
     from gmos_core.bags.reader import open_bag
-    from gmos_core.bridge.encodings import depth_array  # noqa: F401  (mono16 handled below)
 
     labels: dict[int, np.ndarray] = {}
     with open_bag(bag) as source:

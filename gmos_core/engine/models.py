@@ -79,7 +79,6 @@ class EngineModels:
 
     def pi3_inputs(self, frames: Sequence[np.ndarray], size_hw: tuple[int, int]):
         """(M, 3, Hp, Wp) float in [0,1]: PIL Lanczos resize + ToTensor, as the official loader."""
-        import torch
         from gmos_core.preprocess import pi3_image_tensor
 
         return pi3_image_tensor(list(frames), tuple(size_hw)).to(self.device)
@@ -101,7 +100,6 @@ class EngineModels:
 
     # ---------------------------------------------------------------- SAM 2
     def sam_inputs(self, frames: Sequence[np.ndarray]):
-        import torch
         from gmos_core.preprocess import sam2_image_tensor
 
         return sam2_image_tensor(list(frames)).to(self.device)

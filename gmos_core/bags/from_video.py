@@ -108,26 +108,35 @@ def video_to_bag(
         bag.add_topic(options.image_topic, "sensor_msgs/msg/Image")
         if options.camera_info_topic:
             bag.add_topic(options.camera_info_topic, "sensor_msgs/msg/CameraInfo")
-        for index, rgb in enumerate(frames):
-            rgb = _resized(rgb, options.resize)
-            if size is None:
-                size = (rgb.shape[1], rgb.shape[0])
-            elif size != (rgb.shape[1], rgb.shape[0]):
-                raise ValueError(f"{source}: frame {index} is {rgb.shape[1]}x{rgb.shape[0]}, the first was {size[0]}x{size[1]}")
-            stamp_ns = options.start_ns + int(round(index * NS_PER_S / fps))
-            header = factory.header(stamp_ns, options.frame_id)
-            bag.write(options.image_topic, stamp_ns, factory.image_from_rgb(header, rgb, options.encoding))
-            if options.camera_info_topic:
-                bag.write(options.camera_info_topic, stamp_ns,
-                          factory.camera_info(header, size[0], size[1], options.focal_px))
-            bag.checkpoint()
-            count += 1
-            if progress is not None:
-                progress(count)
+        failure: Optional[ValueError] = None
+        try:
+            for index, rgb in enumerate(frames):
+                rgb = _resized(rgb, options.resize)
+                if size is None:
+                    size = (rgb.shape[1], rgb.shape[0])
+                elif size != (rgb.shape[1], rgb.shape[0]):
+                    raise ValueError(f"{source}: frame {index} is {rgb.shape[1]}x{rgb.shape[0]}, the first was {size[0]}x{size[1]}")
+                stamp_ns = options.start_ns + int(round(index * NS_PER_S / fps))
+                header = factory.header(stamp_ns, options.frame_id)
+                bag.write(options.image_topic, stamp_ns, factory.image_from_rgb(header, rgb, options.encoding))
+                if options.camera_info_topic:
+                    bag.write(options.camera_info_topic, stamp_ns,
+                              factory.camera_info(header, size[0], size[1], options.focal_px))
+                bag.checkpoint()
+                count += 1
+                if progress is not None:
+                    progress(count)
+        except ValueError as exc:  # a corrupt frame later in the input: keep the frames already written
+            failure = exc
         storage = bag.storage
     if count == 0:
         import shutil
 
         shutil.rmtree(out, ignore_errors=True)  # an empty bag would only mislead
+        if failure is not None:
+            raise failure
         raise ValueError(f"{source}: no frames (start_frame={options.start_frame}, max_frames={options.max_frames})")
+    if failure is not None:
+        raise ValueError(f"{failure}; the bag {out} is complete up to that point and keeps the {count} frames "
+                         f"written before it") from failure
     return VideoBagResult(out, count, fps, size[0], size[1], options.image_topic, options.camera_info_topic, storage)

@@ -59,7 +59,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 
         w, h = (int(v) for v in args.resize.lower().split("x"))
         frames = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR)) for f in frames])
-    fps = args.fps or source.metadata_fps() or 24.0
+    fps = args.fps if args.fps is not None else (source.metadata_fps() or 24.0)
     stride = args.stride if args.stride is not None else resolve_fps_stride(fps)
     config = EngineConfig(mode=args.mode, fps=fps, stride=stride, batch_size=args.batch_size,
                           pixel_limit=args.pixel_limit, device=args.device, precision=args.precision)

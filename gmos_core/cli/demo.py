@@ -60,7 +60,12 @@ def run(args: argparse.Namespace) -> int:
     while run_dir.exists():
         run_dir = Path(args.out_dir) / f"{time.strftime('run-%Y%m%d-%H%M%S')}-{suffix}"
         suffix += 1
-    run_dir.mkdir(parents=True)
+    try:
+        run_dir.mkdir(parents=True)
+    except OSError as exc:  # e.g. --out-dir is an existing file
+        print(f"gmos demo: error: cannot create the run folder {run_dir} ({exc.strerror}); expected --out-dir "
+              f"to be a folder (new or existing)", file=sys.stderr)
+        return 2
     if params.tiny_random_model:
         print(UNTRAINED_BANNER)
     print(f"[1/2] making a rosbag2 from {source}")

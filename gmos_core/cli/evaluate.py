@@ -180,6 +180,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"gmos eval: dataset {dataset} is a MOS-I benchmark; use --protocol mos-i or --dataset "
               "davis17/ytvos/custom", file=sys.stderr)
         return 2
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        print(f"gmos eval: --out {args.out} is an existing file; expected a folder (new or existing) for the "
+              "reports", file=sys.stderr)
+        return 2
     try:
         pred = resolve_prediction_dir(args.pred, args.protocol)
         if not args.anno.is_dir():
@@ -204,10 +208,15 @@ def run(args: argparse.Namespace) -> int:
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        if args.protocol == "mos-i":
-            written = _write_mos_i(report, args.out, not args.no_plots, args.workers)
-        else:
-            written = _write_davis(report, args.out, not args.no_plots)
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+            if args.protocol == "mos-i":
+                written = _write_mos_i(report, args.out, not args.no_plots, args.workers)
+            else:
+                written = _write_davis(report, args.out, not args.no_plots)
+        except OSError as exc:  # the results are on stdout already; say why the report files are missing
+            print(f"gmos eval: cannot write the report files to --out {args.out} ({exc}); expected a writable "
+                  "folder (the results above are complete)", file=sys.stderr)
+            return 1
         print(f"wrote {len(written)} files to {args.out}", file=sys.stderr)
     return 0

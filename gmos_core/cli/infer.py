@@ -3,6 +3,7 @@ counterpart), writing the official output layout (see gmos_core.io.layout)."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -106,7 +107,13 @@ def run_sequence(source, engine, writer, mode, fps_for_stamps, max_frames, progr
                 timings.append(result.timings_ms)
             count += 1
 
+    first_shape = None
     for index, rgb in enumerate(source.frames(0, max_frames)):
+        if first_shape is None:
+            first_shape = rgb.shape
+        elif rgb.shape != first_shape:
+            raise ValueError(f"{source.path}: frame {index} is {rgb.shape[1]}x{rgb.shape[0]}, the first frame is "
+                             f"{first_shape[1]}x{first_shape[0]}; expected all frames of a sequence to have one size")
         if keep_rgb:
             pending_rgb.append(rgb)
         consume(engine.push(rgb, int(round(index * period_ns)), frame_id=source.name, key=index))
@@ -135,7 +142,12 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     try:
         tokens = parse_save_mode(args.save_mode or DEFAULT_SAVE_MODE[args.mode], args.mode)
+        save_dir = Path(args.save_dir)
+        if save_dir.exists() and not save_dir.is_dir():
+            raise NotADirectoryError(f"--save-dir {save_dir} is an existing file; expected a folder (new or existing)")
         sources = discover_sources(args.inputs)
+        if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
+            raise ValueError(f"--fps must be a positive frame rate, got {args.fps}")
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         if args.max_frames is not None and args.max_frames < 1:
@@ -144,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
         plans = []
         for source in sources:
             meta_fps = source.metadata_fps()
+            if source.kind == "frames":
+                source.num_frames()  # a frame folder's file list is checked here (e.g. mixed extensions)
             fps = args.fps if args.fps is not None else meta_fps
             stride = resolve_fps_stride(fps, args.stride, source=str(source.path))
             # MP4 output rate: the file's metadata fps; frame folders: --fps or 24 (official).
@@ -168,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
     if models.random_weights:
         print("gmos infer: WARNING: RANDOM WEIGHTS — these outputs are meaningless", file=sys.stderr)
 
+    failures = []
     for source, stride, stamp_fps, out_fps in plans:
         config = EngineConfig(mode=args.mode, fps=stamp_fps, stride=stride, pixel_limit=args.pixel_limit,
                               device=args.device, precision=args.precision, batch_size=args.batch_size,
@@ -176,9 +191,22 @@ def run(args: argparse.Namespace) -> int:
         engine = StreamingEngine(config, models)
         writer = SequenceOutputWriter(args.save_dir, args.mode, tokens, source.name, out_fps)
         start = time.perf_counter()
-        count, timings = run_sequence(source, engine, writer, args.mode, stamp_fps, args.max_frames,
-                                      not args.quiet)
+        try:
+            count, timings = run_sequence(source, engine, writer, args.mode, stamp_fps, args.max_frames,
+                                          not args.quiet)
+        except (ValueError, OSError) as exc:  # bad input data (corrupt video/frame, size change): next input
+            writer.close()
+            failures.append(f"{source.name}: {exc}")
+            print(f"gmos infer: FAILED {source.name} after {writer.frames_written} written frames (reported at "
+                  f"the end); going on with the other inputs", file=sys.stderr)
+            continue
         print(timing_summary(source.name, timings, count, time.perf_counter() - start) + f" (stride {stride})",
               file=sys.stderr)
     print(f"gmos infer: outputs in {Path(args.save_dir)}", file=sys.stderr)
+    if failures:
+        print(f"gmos infer: {len(failures)} of {len(plans)} inputs failed (their outputs are missing or "
+              f"incomplete; the others are complete):", file=sys.stderr)
+        for failure in failures:
+            print(f"  {failure}", file=sys.stderr)
+        return 1
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -135,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2 if args.device == "cpu" else 8)))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
+            raise ValueError(f"--fps must be a positive frame rate, got {args.fps}; leave it out to estimate the "
+                             "rate from the stamps")
         params = node_params_from_args(args)
         check_model_choice(params)
         options = ReplayOptions(

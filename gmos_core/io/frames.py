@@ -29,8 +29,12 @@ def read_frame(path: str | Path) -> np.ndarray:
     """One image as (H, W, 3) uint8 RGB (PIL ``convert('RGB')``, as the official loader)."""
     from PIL import Image
 
-    with Image.open(path) as image:
-        return np.array(image.convert("RGB"))
+    try:
+        with Image.open(path) as image:
+            return np.array(image.convert("RGB"))
+    except OSError as exc:  # PIL.UnidentifiedImageError, truncated files, unreadable files
+        raise ValueError(f"{path}: cannot be read as an image ({exc}); expected a valid .jpg/.jpeg/.png "
+                         f"frame") from exc
 
 
 def iter_frame_folder(directory: str | Path, start: int = 0, max_frames: Optional[int] = None) -> Iterator[np.ndarray]:

@@ -67,11 +67,19 @@ def iter_video_frames(path: str | Path, start: int = 0, max_frames: Optional[int
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         emitted = 0
-        for index, frame in enumerate(container.decode(stream)):
+        index = -1
+        decoded = container.decode(stream)
+        while max_frames is None or emitted < max_frames:
+            try:
+                frame = next(decoded, None)
+            except Exception as exc:  # PyAV's decode errors (corrupt or truncated data): name file and frame
+                raise ValueError(f"{path}: corrupt or truncated video, cannot decode frame {index + 1} ({exc}); "
+                                 f"expected a complete, readable video") from exc
+            if frame is None:
+                break
+            index += 1
             if index < start:
                 continue
-            if max_frames is not None and emitted >= max_frames:
-                break
             yield frame.to_ndarray(format="rgb24")
             emitted += 1
     finally:

@@ -1,0 +1,58 @@
+"""`gmos bag-from-video` / `gmos replay` / `gmos demo` with bad inputs: exit non-zero with one clear message,
+and a bag already written up to a bad frame stays readable."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from gmos_core.cli.main import main
+
+
+def _frames(folder, count, size=(32, 48)):
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.fromarray(np.full((*size, 3), 10 * i, np.uint8)).save(folder / f"{i:05d}.png")
+    return folder
+
+
+def test_bag_from_video_keeps_frames_before_an_unreadable_one(tmp_path, capsys):
+    folder = _frames(tmp_path / "frames", 5)
+    (folder / "00003.png").write_text("not an image")
+    out = tmp_path / "bag"
+    rc = main(["bag-from-video", str(folder), "--out", str(out), "--fps", "10"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert "00003.png: cannot be read as an image" in err and "keeps the 3 frames written before it" in err
+    from gmos_core.bags.reader import open_bag
+
+    with open_bag(out, allow_recovery=False) as bag:  # complete as written, no recovery needed
+        assert bag.topics["/camera/image_raw"] == ("sensor_msgs/msg/Image", 3)
+
+
+def test_bag_from_truncated_video_leaves_no_bag(shared_dir, tmp_path, capsys):
+    bad = tmp_path / "truncated.mp4"
+    bad.write_bytes((shared_dir / "data" / "videos" / "dog.mp4").read_bytes()[:20000])
+    out = tmp_path / "bag"
+    rc = main(["bag-from-video", str(bad), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "truncated.mp4: corrupt or truncated video, cannot decode frame 0" in err
+    assert not out.exists()
+
+
+def test_replay_refuses_non_positive_fps(tmp_path, capsys):
+    bag = tmp_path / "bag"
+    assert main(["bag-from-video", str(_frames(tmp_path / "f", 2)), "--out", str(bag), "--fps", "10"]) == 0
+    capsys.readouterr()
+    rc = main(["replay", str(bag), "--image-topic", "/camera/image_raw", "--out", str(tmp_path / "out"),
+               "--tiny-random-model", "--fps", "0", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--fps must be a positive frame rate, got 0.0" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_out_dir_is_a_file(tmp_path, capsys):
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    rc = main(["demo", "--out-dir", str(target), "--no-progress", "--max-frames", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "expected --out-dir to be a folder" in err and "Traceback" not in err

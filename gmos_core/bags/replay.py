@@ -217,6 +217,8 @@ class MotionTimeline:
             ax.text(0.5, 0.5, f"no objects segmented in {len(self.stamps_ns)} frames", ha="center", va="center",
                     transform=ax.transAxes)
             ax.set_yticks([])
+            if len(times) > 1:  # still show the replayed span, not matplotlib's default 0..1
+                ax.set_xlim(times[0], times[-1])
         ax.set_xlabel("time since first frame [s]")
         ax.set_title(title or "motion timeline (objects x time)", fontsize=9, loc="left")
         ax.legend(handles=[Patch(color=c, label=n) for c, n in zip(colours[1:], ("unknown", "static", "moving"))],

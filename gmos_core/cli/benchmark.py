@@ -50,8 +50,13 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     from gmos_core.engine.models import WeightPaths, build_engine_models
     from gmos_core.io import discover_sources, resolve_fps_stride
 
+    from gmos_core.cli.devices import check_device
+
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    check_device(args.device)
     source = discover_sources([args.video])[0]
     frames = source.read_all(args.frames)
     if args.resize:

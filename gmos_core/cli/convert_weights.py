@@ -77,14 +77,35 @@ def convert(input_path: str, output_path: str, kind: str = "auto", size: str = "
     return {"kind": kind, "written": len(state), "dropped": 0 if keep_extra else len(dropped)}
 
 
+def _check_output(input_path: str, output_path: str) -> None:
+    """Refuse an output that cannot be written, or that is the input, before reading a large checkpoint."""
+    from pathlib import Path
+
+    output = Path(output_path)
+    if output.is_dir():
+        raise ValueError(f"output {output} is a folder; expected a file path such as {output / 'model.safetensors'}")
+    for parent in output.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"output {output}: {parent} is a file, not a folder; expected a file path in a folder")
+            break
+    if output.exists() and Path(input_path).exists() and output.resolve() == Path(input_path).resolve():
+        raise ValueError(f"output {output} is the input file; expected a different path (the input would be lost)")
+
+
 def run(args: argparse.Namespace) -> int:
     from gmos_core.weights.loading import WeightLoadError
 
     try:
+        _check_output(args.input, args.output)
         summary = convert(args.input, args.output, args.kind, args.size, args.sam2_config, args.keep_extra,
                           args.allow_unsafe_pickle)
     except (WeightLoadError, ValueError, FileNotFoundError) as exc:
         print(f"gmos convert-weights: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. the output folder cannot be created or written
+        print(f"gmos convert-weights: cannot write {args.output} ({exc}); expected a writable file path",
+              file=sys.stderr)
         return 1
     print(f"{args.input} -> {args.output}: {summary['kind']}, {summary['written']} tensors written, "
           f"{summary['dropped']} unused keys dropped")

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from gmos_core.bags.from_video import VideoBagOptions, video_to_bag
     from gmos_core.bags.replay import Artefacts, ReplayOptions, replay_bag
     from gmos_core.bridge.engine_factory import build_engine
+    from gmos_core.cli.devices import check_device
     from gmos_core.cli.replay import UNTRAINED_BANNER, model_description, node_maker, node_params_from_args
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2 if args.device == "cpu" else 8)))
@@ -54,7 +55,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     args.camera_info_topic = "/camera/camera_info"
     args.depth_topic = None
-    params = node_params_from_args(args)
+    try:
+        params = node_params_from_args(args)
+        check_device(params.device)
+        if args.max_frames is not None and args.max_frames < 1:
+            raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
+    except ValueError as exc:  # bad parameters: refused before anything is written
+        print(f"gmos demo: error: {exc}", file=sys.stderr)
+        return 2
     run_dir = Path(args.out_dir) / time.strftime("run-%Y%m%d-%H%M%S")
     suffix = 1
     while run_dir.exists():

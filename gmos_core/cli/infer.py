@@ -138,9 +138,14 @@ def run(args: argparse.Namespace) -> int:
     from gmos_core.io import discover_sources, resolve_fps_stride
     from gmos_core.io.layout import DEFAULT_SAVE_MODE, SequenceOutputWriter, parse_save_mode
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from gmos_core.cli.devices import check_device
+
     try:
+        if args.threads is not None and args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        check_device(args.device)
         tokens = parse_save_mode(args.save_mode or DEFAULT_SAVE_MODE[args.mode], args.mode)
         save_dir = Path(args.save_dir)
         if save_dir.exists() and not save_dir.is_dir():
@@ -170,10 +175,10 @@ def run(args: argparse.Namespace) -> int:
     random_ok = args.random_weights or args.model_size == "tiny"
     weights = WeightPaths(pi3=args.pi3_ckpt, sam2=args.sam2_ckpt, head=args.gmos_ckpt, sam2_config=args.sam2_config,
                           allow_unsafe_pickle=args.allow_unsafe_pickle)
-    base = EngineConfig(mode=args.mode, pixel_limit=args.pixel_limit, device=args.device,
-                        precision=args.precision, batch_size=args.batch_size, fps=30.0,
-                        extra={"progress": not args.quiet})
     try:
+        base = EngineConfig(mode=args.mode, pixel_limit=args.pixel_limit, device=args.device,
+                            precision=args.precision, batch_size=args.batch_size, fps=30.0,
+                            extra={"progress": not args.quiet})
         models = build_engine_models(base, args.model_size, weights, allow_random=random_ok, seed=args.seed)
     except (ValueError, FileNotFoundError) as exc:
         print(f"gmos infer: {exc}", file=sys.stderr)

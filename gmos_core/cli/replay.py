@@ -132,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
     from gmos_core.bags.recovery import BagRecoveryError
     from gmos_core.bags.replay import Artefacts, ReplayOptions, replay_bag
     from gmos_core.bags.writer import BagWriteError
+    from gmos_core.cli.devices import check_device
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2 if args.device == "cpu" else 8)))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -140,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--fps must be a positive frame rate, got {args.fps}; leave it out to estimate the "
                              "rate from the stamps")
         params = node_params_from_args(args)
+        check_device(params.device)
         check_model_choice(params)
         options = ReplayOptions(
             image_topic=args.image_topic, camera_info_topic=args.camera_info_topic, depth_topic=args.depth_topic,

@@ -79,3 +79,28 @@ def test_benchmark_fps_zero(tmp_path, capsys):
     rc = main(["benchmark", str(folder), "--frames", "2", "--fps", "0"])
     err = capsys.readouterr().err
     assert rc == 2 and "frame rate must be a positive finite number, got 0.0" in err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--pixel-limit", "0"], "pixel_limit=0: expected an integer >= 196"),
+    (["--threads", "-1"], "--threads must be >= 1, got -1"),
+    (["--device", "foo"], "--device 'foo' is not a torch device; expected cpu, cuda or cuda:N"),
+])
+def test_bad_parameters_one_line_no_traceback(tmp_path, capsys, extra, message):
+    folder = _frames(tmp_path / "f", [(32, 48)] * 2)
+    rc = main(["infer", str(folder), "-o", str(tmp_path / "out"), "--fps", "24", *TINY, *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cuda_device_without_cuda(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    folder = _frames(tmp_path / "f", [(32, 48)] * 2)
+    for argv in (["infer", str(folder), "-o", str(tmp_path / "out"), "--fps", "24", "--device", "cuda", *TINY],
+                 ["benchmark", str(folder), "--frames", "2", "--device", "cuda"]):
+        assert main(argv) == 2
+        assert "--device cuda: CUDA is not available" in capsys.readouterr().err

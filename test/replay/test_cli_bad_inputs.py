@@ -56,3 +56,17 @@ def test_demo_out_dir_is_a_file(tmp_path, capsys):
     rc = main(["demo", "--out-dir", str(target), "--no-progress", "--max-frames", "2"])
     err = capsys.readouterr().err
     assert rc == 2 and "expected --out-dir to be a folder" in err and "Traceback" not in err
+
+
+def test_demo_bad_parameters_write_nothing(tmp_path, capsys):
+    import torch
+
+    cases = [(["--max-frames", "0"], "--max-frames must be >= 1, got 0"),
+             (["--device", "foo"], "parameter 'device' = 'foo'")]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "--device cuda: CUDA is not available"))
+    for extra, message in cases:
+        rc = main(["demo", "--out-dir", str(tmp_path / "demo"), "--no-progress", *extra])
+        err = capsys.readouterr().err
+        assert rc == 2 and message in err
+        assert not (tmp_path / "demo").exists()

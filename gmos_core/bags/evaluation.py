@@ -70,6 +70,8 @@ def make_evaluator(gt_dir: Optional[Path] = None, gt_bag: Optional[Path] = None,
     """An ``evaluate(records)`` for ``replay_bag``: joins predictions to GT by stamp (topic) or order (folder)."""
     if (gt_dir is None) == (gt_topic is None):
         raise ValueError("give exactly one ground truth: a DAVIS-style folder or a bag topic")
+    if gt_dir is not None and not Path(gt_dir).is_dir():  # checked before the replay, not after it
+        raise ValueError(f"ground-truth folder {gt_dir} not found; expected a folder of DAVIS-style palette PNGs")
 
     def evaluate(records: list[Any]) -> dict[str, Any]:
         from gmos_core.metrics.davis import evaluate_davis_sequence

@@ -523,8 +523,12 @@ def replay_bag(
     summary.lookahead_frames = lookahead[0]
     if delays:
         summary.observed_delay_frames = {"mean": float(np.mean(delays)), "max": float(np.max(delays))}
+    evaluation_error: Optional[Exception] = None
     if evaluate is not None and eval_items and not summary.interrupted:
-        summary.evaluation = evaluate(eval_items)
+        try:
+            summary.evaluation = evaluate(eval_items)
+        except (ValueError, OSError) as exc:  # bad ground truth: still write the plot and summary, then say so
+            evaluation_error = exc
     if overlay_writer is not None and artefacts.overlay_mp4 is not None:
         summary.artefacts["overlay video"] = str(artefacts.overlay_mp4)
     if artefacts.timeline_png is not None:
@@ -536,6 +540,9 @@ def replay_bag(
     if artefacts.summary_json is not None:
         summary.artefacts["summary"] = str(artefacts.summary_json)
         artefacts.summary_json.write_text(summary.to_json())
+    if evaluation_error is not None:
+        raise ValueError(f"ground-truth evaluation failed: {evaluation_error}; the replay itself completed and its "
+                         f"output bag {out_bag} is complete") from evaluation_error
     return summary
 
 

@@ -65,6 +65,9 @@ def _sequence_list(arg: str | None, anno: Path) -> list[str]:
     path = Path(arg)
     if path.is_file():
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if "/" in arg or arg.endswith(".txt"):
+        raise ValueError(f"--sequences {arg}: file not found; expected a text file with one sequence name per line, "
+                         "or comma-separated names")
     return [s.strip() for s in arg.split(",") if s.strip()]
 
 

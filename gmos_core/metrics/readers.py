@@ -90,13 +90,17 @@ def load_time_annotations(
     path = Path(csv_path) if csv_path is not None else DEFAULT_TIME_ANNOTATION
     if not path.is_file():
         raise EvaluationInputError(f"time annotation CSV not found: {path}")
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        columns = reader.fieldnames or []
-        for needed in ("seq_name", "time_anno"):
-            if needed not in columns:
-                raise EvaluationInputError(f"{path}: column {needed!r} missing (columns: {columns})")
-        rows = list(reader)
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            columns = reader.fieldnames or []
+            for needed in ("seq_name", "time_anno"):
+                if needed not in columns:
+                    raise EvaluationInputError(f"{path}: column {needed!r} missing (columns: {columns})")
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise EvaluationInputError(f"{path}: not a readable CSV ({exc}); expected a UTF-8 CSV with columns "
+                                   "seq_name and time_anno") from exc
     wanted = MOS_I_DATASETS.get(dataset or "")
     out: OrderedDict[str, dict] = OrderedDict()
     for line, row in enumerate(rows, start=2):

@@ -43,3 +43,18 @@ def test_wrong_png_mode_and_missing_sequence(folders, capsys):
     (folders / "pred" / "b").rmdir()
     assert _eval(folders) == 1
     assert "sequence folder(s) missing under the predictions" in capsys.readouterr().err
+
+
+def test_time_annotation_not_utf8(folders, capsys):
+    bad = folders / "time.csv"
+    bad.write_bytes(b"seq_name,time_anno\n\xff\xfe,{}\n")
+    rc = main(["eval", "--protocol", "mos-i", "--dataset", "custom", "--no-plots", "--quiet", "--pred",
+               str(folders / "pred"), "--anno", str(folders / "anno"), "--time-anno", str(bad)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "time.csv: not a readable CSV" in err and "expected a UTF-8 CSV" in err
+
+
+def test_sequences_file_not_found(folders, capsys):
+    assert _eval(folders, "--sequences", str(folders / "missing.txt")) == 1
+    assert "missing.txt: file not found; expected a text file" in capsys.readouterr().err
+    assert _eval(folders, "--sequences", "a,b") == 0

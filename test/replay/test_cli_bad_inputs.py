@@ -70,3 +70,24 @@ def test_demo_bad_parameters_write_nothing(tmp_path, capsys):
         err = capsys.readouterr().err
         assert rc == 2 and message in err
         assert not (tmp_path / "demo").exists()
+
+
+def test_replay_ground_truth_errors(tmp_path, capsys):
+    bag = tmp_path / "bag"
+    assert main(["bag-from-video", str(_frames(tmp_path / "f", 2)), "--out", str(bag), "--fps", "10"]) == 0
+    capsys.readouterr()
+    common = ["replay", str(bag), "--image-topic", "/camera/image_raw", "--tiny-random-model", "--no-progress",
+              "--no-overlay"]
+    # A missing GT folder is refused before the replay runs.
+    assert main([*common, "--out", str(tmp_path / "out1"), "--gt-dir", str(tmp_path / "nope")]) == 2
+    assert "ground-truth folder" in capsys.readouterr().err and not (tmp_path / "out1").exists()
+    # A wrong GT topic is only found after the replay: the output bag and the summary are kept, and said so.
+    out = tmp_path / "out2"
+    assert main([*common, "--out", str(out), "--gt-topic", "/nope"]) == 2
+    err = capsys.readouterr().err
+    assert "ground-truth topic '/nope' is not in" in err and f"output bag {out} is complete" in err
+    from gmos_core.bags.reader import open_bag
+
+    with open_bag(out, allow_recovery=False) as opened:
+        assert opened.topics["/gmos/dynamic_mask"][1] == 2
+    assert (tmp_path / "out2_summary.json").is_file()

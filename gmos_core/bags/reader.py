@@ -89,7 +89,9 @@ def open_bag(path: str | Path, typestore: Any = None, allow_recovery: bool = Tru
             reader.open()
         except Exception as exc:
             if not allow_recovery or read_path.suffix.lower() == ".db3" or not _is_truncation(exc):
-                raise BagInputError(f"cannot read {path} as a rosbag2 (mcap or sqlite3): {exc}") from exc
+                detail = " ".join(str(exc).split())  # one line (YAML parser errors span several)
+                raise BagInputError(f"cannot read {path} as a rosbag2 (mcap or sqlite3): {detail}; expected a "
+                                    "rosbag2 folder (metadata.yaml + .mcap/.db3) or a .mcap/.db3 file") from exc
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="gmos_bag_recovery_"))
             try:
                 copy, report = recovered_copy(read_path if read_path.is_file() else path, workdir)

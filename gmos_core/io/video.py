@@ -76,6 +76,13 @@ def iter_video_frames(path: str | Path, start: int = 0, max_frames: Optional[int
                 raise ValueError(f"{path}: corrupt or truncated video, cannot decode frame {index + 1} ({exc}); "
                                  f"expected a complete, readable video") from exc
             if frame is None:
+                listed = int(stream.frames or 0)
+                if listed and index + 1 < listed:  # the container's index lists frames whose data is missing
+                    import logging
+
+                    logging.getLogger("gmos_core.io").warning(
+                        "WARNING: %s: only %d of the %d frames the container lists could be decoded; the file looks "
+                        "truncated (outputs cover the decoded frames only)", path, index + 1, listed)
                 break
             index += 1
             if index < start:

@@ -38,3 +38,29 @@ def test_zero_byte_video(tmp_path):
 def test_start_and_max_frames_still_honoured(repo_root):
     frames = list(iter_video_frames(repo_root / "gmos_core" / "data" / "dog_demo.mp4", 2, 3))
     assert len(frames) == 3
+
+
+def test_video_truncated_mid_stream_warns_with_counts(tmp_path, caplog):
+    # An index-first (faststart) file cut in half still opens and decodes its first frames: say so.
+    import av
+
+    path = tmp_path / "faststart.mp4"
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        rng = np.random.default_rng(0)
+        for _ in range(20):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    with caplog.at_level("WARNING", logger="gmos_core.io"):
+        assert len(list(iter_video_frames(path))) == 20
+        assert not caplog.records
+        decoded = len(list(iter_video_frames(cut)))
+    assert 0 < decoded < 20
+    assert f"only {decoded} of the 20 frames the container lists could be decoded" in caplog.text

@@ -91,3 +91,16 @@ def test_replay_ground_truth_errors(tmp_path, capsys):
     with open_bag(out, allow_recovery=False) as opened:
         assert opened.topics["/gmos/dynamic_mask"][1] == 2
     assert (tmp_path / "out2_summary.json").is_file()
+
+
+def test_replay_broken_metadata_is_one_line(tmp_path, capsys):
+    bag = tmp_path / "bag"
+    assert main(["bag-from-video", str(_frames(tmp_path / "f", 2)), "--out", str(bag), "--fps", "10"]) == 0
+    (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: [unclosed")
+    capsys.readouterr()
+    rc = main(["replay", str(bag), "--image-topic", "/camera/image_raw", "--out", str(tmp_path / "out"),
+               "--tiny-random-model", "--no-progress", "--no-overlay"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err[-1].startswith("gmos replay: error: cannot read") and "expected a rosbag2 folder" in err[-1]
+    assert not err[-1].endswith(":") and len([line for line in err if "yaml" in line.lower()]) == 1

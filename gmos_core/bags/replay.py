@@ -562,14 +562,13 @@ class _Counters:
     dropped_frames: int
     failures: int
     ignored_disabled: int
-    decimated: int
     duplicates: int
 
     @classmethod
     def of(cls, node: Any) -> "_Counters":
         c = node.counters
         return cls(*(int(getattr(c, name, 0)) for name in
-                     ("rejected", "skipped_frames", "dropped_frames", "failures", "ignored_disabled", "decimated",
+                     ("rejected", "skipped_frames", "dropped_frames", "failures", "ignored_disabled",
                       "duplicates")))
 
 
@@ -589,8 +588,6 @@ def _node_reason(node: Any, before: _Counters) -> str:
         return "node disabled"
     if now.duplicates > before.duplicates:
         return "same header stamp as the previous image (the node ignores duplicates)"
-    if now.decimated > before.decimated:
-        return "left out by process_every_nth"
     if now.dropped_frames > before.dropped_frames:
         return "dropped by the node's overload policy"
     if now.skipped_frames > before.skipped_frames:

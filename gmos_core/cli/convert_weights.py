@@ -13,8 +13,6 @@ import sys
 
 KINDS = ("auto", "pi3", "gmos", "gmos-s", "sam2")
 # A key that identifies each kind of file.
-_SIGNATURES = (("pi3", "register_token"), ("gmos", "obj_token"), ("gmos-s", "fg_out.weight"),
-               ("sam2", "image_encoder.trunk.pos_embed"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,11 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def detect_kind(state) -> str:
-    for kind, key in _SIGNATURES:
-        if key in state:
-            return kind
-    raise ValueError("cannot tell which model this file is for (none of "
-                     f"{[k for _, k in _SIGNATURES]} found); pass --kind")
+    from gmos_core.weights.loading import CHECKPOINT_SIGNATURES, guess_checkpoint_kind
+
+    kind = guess_checkpoint_kind(state)
+    if kind is None:
+        raise ValueError("cannot tell which model this file is for (none of "
+                         f"{[k for _, k in CHECKPOINT_SIGNATURES]} found); pass --kind")
+    return kind
 
 
 def _meta_model(kind: str, size: str, sam2_config: str | None):

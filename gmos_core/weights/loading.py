@@ -11,7 +11,7 @@ import pickle
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Optional
 
 import torch
 from torch import nn
@@ -88,6 +88,9 @@ def load_state_dict_file(path: str | os.PathLike, allow_pickle: bool = False, *,
     """
     allow_unsafe_pickle = allow_unsafe_pickle or allow_pickle
     path = Path(path)
+    if path.is_dir():
+        raise WeightLoadError(f"{path} is a directory; expected a weight file (.safetensors, or a torch.save "
+                              ".pt/.pth file)")
     if not path.is_file():
         raise WeightLoadError(f"weight file not found: {path}")
     if path.suffix == ".safetensors":
@@ -100,7 +103,8 @@ def load_state_dict_file(path: str | os.PathLike, allow_pickle: bool = False, *,
                 raise
             raise WeightLoadError(f"{path}: not a readable safetensors file ({exc})") from exc
     if not _is_pickle_file(path):
-        raise WeightLoadError(f"{path}: neither safetensors (by extension) nor a torch.save file")
+        raise WeightLoadError(f"{path}: neither safetensors (by extension) nor a torch.save file (truncated, or not "
+                              "a checkpoint?); expected a .safetensors file or a complete torch.save .pt/.pth file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -113,6 +117,20 @@ def load_state_dict_file(path: str | os.PathLike, allow_pickle: bool = False, *,
     except Exception as exc:  # noqa: BLE001
         raise WeightLoadError(f"{path}: could not read the torch.save file ({exc})") from exc
     return extract_state_dict(obj, str(path))
+
+
+# One key that only a given official file has: tells which model a state_dict is for.
+CHECKPOINT_SIGNATURES = (("pi3", "register_token"), ("gmos", "obj_token"), ("gmos-s", "fg_out.weight"),
+                         ("sam2", "image_encoder.trunk.pos_embed"))
+_KIND_OF_MODEL = {"Pi3Encoder": "pi3", "GMOSProposer": "gmos", "GMOSS": "gmos-s"}
+
+
+def guess_checkpoint_kind(state: Mapping[str, object]) -> Optional[str]:
+    """'pi3', 'gmos', 'gmos-s' or 'sam2' from the keys of a state_dict; None when none matches."""
+    for kind, key in CHECKPOINT_SIGNATURES:
+        if key in state:
+            return kind
+    return None
 
 
 def _format_keys(keys: Iterable[str], limit: int = 20) -> str:
@@ -143,7 +161,11 @@ def check_fit(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: st
     if unexpected and not allow_unexpected:
         problems.append(f"{len(unexpected)} unexpected keys: {_format_keys(unexpected)}")
     if problems:
-        raise WeightLoadError(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
+        hint = ""
+        found_kind, wanted_kind = guess_checkpoint_kind(state), _KIND_OF_MODEL.get(type(model).__name__)
+        if found_kind and wanted_kind and found_kind != wanted_kind:
+            hint = f" (this looks like a {found_kind} checkpoint; a {wanted_kind} checkpoint was expected)"
+        raise WeightLoadError(f"{source} does not fit {type(model).__name__}{hint}: " + "; ".join(problems))
     return ignored + (unexpected if allow_unexpected else [])
 
 

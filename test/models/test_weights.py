@@ -194,3 +194,17 @@ def test_convert_sam2_checkpoint_cli(tmp_path, fixtures_dir):
     assert gmos_main(["convert-weights", str(tmp_path / "sam2_tiny.pt"), str(out), "--size", "tiny"]) == 0
     converted = load_file(str(out))
     assert set(converted) == set(state) and all(torch.equal(converted[k], state[k]) for k in state)
+
+
+def test_directory_truncated_file_and_wrong_model_are_named(tmp_path, proposer_state):
+    with pytest.raises(WeightLoadError, match="is a directory; expected a weight file"):
+        load_state_dict_file(tmp_path)
+    torch.save({"model_state_dict": proposer_state}, tmp_path / "full.pt")
+    data = (tmp_path / "full.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightLoadError, match="truncated, or not a checkpoint"):
+        load_state_dict_file(tmp_path / "cut.pt")
+    # A GMOS proposer file given where GMOS-S weights are expected: the error says what the file looks like.
+    save_file(proposer_state, str(tmp_path / "gmos.safetensors"))
+    with pytest.raises(WeightLoadError, match="looks like a gmos checkpoint; a gmos-s checkpoint was expected"):
+        load_gmos_s(build_gmos_s("tiny"), tmp_path / "gmos.safetensors")

@@ -131,44 +131,18 @@ def _rebuild_metadata(bag_dir: Path, data_path: Path, storage: str, report: Reco
     """metadata.yaml from the storage file, in the rosbag2 v8 layout (readable by Humble and Jazzy)."""
     from rosbags.rosbag2 import Reader
     from rosbags.rosbag2.metadata import dump_qos_v8
-    from ruamel.yaml import YAML
+
+    from gmos_core.bags.writer import rosbag2_metadata, write_metadata
 
     with Reader(data_path) as reader:
-        connections = list(reader.connections)
         count = reader.message_count
-        start = reader.start_time if count else 0
-        duration = max(0, reader.end_time - reader.start_time - 1) if count else 0
-    info = {
-        "version": 8,
-        "storage_identifier": storage,
-        "relative_file_paths": [data_path.name],
-        "duration": {"nanoseconds": duration},
-        "starting_time": {"nanoseconds_since_epoch": start},
-        "message_count": count,
-        "topics_with_message_count": [
-            {
-                "topic_metadata": {
-                    "name": c.topic,
-                    "type": c.msgtype,
-                    "serialization_format": c.ext.serialization_format,
-                    "offered_qos_profiles": dump_qos_v8(c.ext.offered_qos_profiles),
-                    "type_description_hash": c.digest,
-                },
-                "message_count": c.msgcount,
-            }
-            for c in connections
-        ],
-        "compression_format": "",
-        "compression_mode": "",
-        "files": [{"path": data_path.name, "starting_time": {"nanoseconds_since_epoch": start},
-                   "duration": {"nanoseconds": duration}, "message_count": count}],
-        "custom_data": {"recovered_by": "gmos_core.bags.recover_bag"},
-        "ros_distro": "rosbags",
-    }
-    yaml = YAML(typ="safe")
-    yaml.default_flow_style = False
-    with (bag_dir / "metadata.yaml").open("w", encoding="utf8") as stream:
-        yaml.dump({"rosbag2_bagfile_information": info}, stream)
+        info = rosbag2_metadata(
+            version=8, storage=storage, file_name=data_path.name,
+            start_ns=reader.start_time if count else 0,
+            duration_ns=max(0, reader.end_time - reader.start_time - 1) if count else 0,
+            topics=[(c, c.msgcount) for c in reader.connections], dump_qos=dump_qos_v8,
+            custom_data={"recovered_by": "gmos_core.bags.recover_bag"})
+    write_metadata(bag_dir / "metadata.yaml", info)
     report.actions.append("metadata.yaml: rebuilt from the storage file")
 
 

@@ -355,14 +355,28 @@ def write_provisional_metadata(writer: Any) -> None:
     dump_qos = dump_qos_v9 if writer.version >= 9 else dump_qos_v8
     storage_name = f"{writer.path.name}.{'mcap' if writer.storage_plugin.name.lower() == 'mcap' else 'db3'}"
     count = sum(writer.counts.values())
-    start = writer.min_timestamp if count else 0
-    duration = max(0, writer.max_timestamp - writer.min_timestamp) if count else 0
-    info = {
-        "version": writer.version,
-        "storage_identifier": writer.storage_plugin.name.lower(),
-        "relative_file_paths": [storage_name],
-        "duration": {"nanoseconds": duration},
-        "starting_time": {"nanoseconds_since_epoch": start},
+    info = rosbag2_metadata(
+        version=writer.version, storage=writer.storage_plugin.name.lower(), file_name=storage_name,
+        start_ns=writer.min_timestamp if count else 0,
+        duration_ns=max(0, writer.max_timestamp - writer.min_timestamp) if count else 0,
+        topics=[(conn, writer.counts[conn.id]) for conn in writer.connections], dump_qos=dump_qos,
+        custom_data=dict(writer.custom_data))
+    write_metadata(writer.metapath, info)
+
+
+def rosbag2_metadata(*, version: int, storage: str, file_name: str, start_ns: int, duration_ns: int,
+                     topics: list[tuple[Any, int]], dump_qos: Any, custom_data: dict[str, str]) -> dict:
+    """The ``rosbag2_bagfile_information`` of a one-file bag, in the layout of rosbags' ``Writer.close()``.
+
+    topics: (rosbags connection, message count) pairs; dump_qos: rosbags' dump_qos_v8 or dump_qos_v9.
+    """
+    count = sum(n for _, n in topics)
+    return {
+        "version": version,
+        "storage_identifier": storage,
+        "relative_file_paths": [file_name],
+        "duration": {"nanoseconds": duration_ns},
+        "starting_time": {"nanoseconds_since_epoch": start_ns},
         "message_count": count,
         "topics_with_message_count": [
             {
@@ -373,26 +387,31 @@ def write_provisional_metadata(writer: Any) -> None:
                     "offered_qos_profiles": dump_qos(conn.ext.offered_qos_profiles),
                     "type_description_hash": conn.digest,
                 },
-                "message_count": writer.counts[conn.id],
+                "message_count": n,
             }
-            for conn in writer.connections
+            for conn, n in topics
         ],
         "compression_format": "",
         "compression_mode": "",
         "files": [
             {
-                "path": storage_name,
-                "starting_time": {"nanoseconds_since_epoch": start},
-                "duration": {"nanoseconds": duration},
+                "path": file_name,
+                "starting_time": {"nanoseconds_since_epoch": start_ns},
+                "duration": {"nanoseconds": duration_ns},
                 "message_count": count,
             }
         ],
-        "custom_data": dict(writer.custom_data) or None,
+        # Never null: older yaml-cpp readers cannot convert a null node to a map.
+        "custom_data": custom_data,
         "ros_distro": "rosbags",
     }
-    tmp = writer.metapath.with_suffix(".yaml.tmp")
+
+
+def write_metadata(path: Path, info: dict) -> None:
+    """metadata.yaml, atomically (tmp + rename): a reader never sees a half-written file."""
+    tmp = path.with_suffix(".yaml.tmp")
     tmp.write_text(dump_yaml({"rosbag2_bagfile_information": info}), "utf8")
-    os.replace(tmp, writer.metapath)
+    os.replace(tmp, path)
 
 
 def dump_yaml(data: dict) -> str:

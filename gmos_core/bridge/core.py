@@ -48,7 +48,8 @@ class EngineLike(Protocol):
     def push(self, rgb: np.ndarray, stamp_ns: int, frame_id: str = "", key: Any = None,
              segment: bool = True) -> list[FrameResult]: ...
 
-    def flush(self) -> list[FrameResult]: ...
+    def flush(self) -> list[FrameResult]:
+        """Results of every frame still pending; the engine then starts a fresh stream."""
 
     def reset(self) -> None: ...
 
@@ -56,7 +57,7 @@ class EngineLike(Protocol):
     def lookahead_frames(self) -> int: ...
 
     @property
-    def window_fill(self) -> int: ...
+    def window_fill(self) -> float: ...
 
 
 @dataclass
@@ -360,8 +361,7 @@ class NodeCore:
         outputs: list[OutputRecord] = []
         if self.engine is not None:
             with self._engine_lock:
-                results = self.engine.flush()
-                self.engine.reset()
+                results = self.engine.flush()  # also starts a fresh stream: no separate reset()
             outputs = self._collect(results)
         self.counters.resets += 1
         self._window_position = 0

@@ -7,6 +7,7 @@ by ``flush()``.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -48,13 +49,16 @@ def _window_info(job) -> tuple[list[int], list[int]]:
     return [m.identity.stamp_ns for m in job.members], [m.identity.index for m in job.members]
 
 
-class ModeHandler:
+class ModeHandler(ABC):
+    """One per stream: turns processed batches into FrameResults; ``finish()`` runs at end of stream."""
+
     def __init__(self, config, models) -> None:
         self.config = config
         self.models = models
 
+    @abstractmethod
     def process(self, jobs, head_out: dict, backbone_outs: Sequence[dict], video_hw) -> list[tuple[int, FrameResult]]:
-        raise NotImplementedError
+        """(frame index, FrameResult) for the jobs' frames that are decided now (offline: none until finish)."""
 
     def finish(self) -> list[tuple[int, FrameResult]]:
         return []

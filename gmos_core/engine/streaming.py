@@ -309,15 +309,12 @@ class StreamingEngine:
     def _evict(self) -> None:
         """Drop frames that no future window can choose (older than the earliest pending window's first
         target minus the tolerance), and keep the buffer under its hard cap."""
-        if self._period_ns is None:
-            limit = self.config.max_buffered_frames
-        else:
+        if self._period_ns is not None:
             anchor = self._waiting[0].identity.stamp_ns if self._waiting else self._last_stamp + 1
             oldest_needed = anchor + (min(self.offsets) * self._stride - self.config.match_tolerance) * self._period_ns
             while self._buffer and self._buffer[0].identity.stamp_ns < oldest_needed:
                 self._buffer.popleft()
-            limit = self.config.max_buffered_frames
-        while len(self._buffer) > limit:
+        while len(self._buffer) > self.config.max_buffered_frames:
             # Safety net (e.g. a stream far faster than the configured fps): a pending frame about to leave
             # the buffer has its window decided now, from what is buffered.
             if self._waiting and self._buffer[0] is self._waiting[0]:

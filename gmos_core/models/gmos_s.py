@@ -6,10 +6,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from gmos_core.models.heads_common import HEAD_ROPE_BASE, check_head_inputs, fuse_tokens
+from gmos_core.models.heads_common import HEAD_ROPE_BASE, check_head_inputs, fuse_tokens, validate_head_dims
 from gmos_core.models.layers import MLP, RoPE2D, TokenProjector, TransformerEncoder
 from gmos_core.models.layers.upsampling import MaskUpsampler
-from gmos_core.models.proposer import validate_head_dims
 
 
 @dataclass(frozen=True)

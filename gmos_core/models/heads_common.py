@@ -10,6 +10,22 @@ from gmos_core.models.layers.rope import grid_positions
 HEAD_ROPE_BASE = 100.0 * 36 / 64  # 56.25: official RotaryPositionEmbedding2D frequency for the heads
 
 
+def validate_head_dims(embed_dim: int, num_heads: int, pi3_dim: int, sam_dim: int, mlp_dim: int,
+                       cross_attention: bool) -> None:
+    for name, value in (("embed_dim", embed_dim), ("num_heads", num_heads), ("pi3_dim", pi3_dim),
+                        ("sam_dim", sam_dim), ("mlp_dim", mlp_dim)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if embed_dim % 8:
+        raise ValueError(f"embed_dim must be divisible by 8 (mask upsampling widths C/4, C/8), got {embed_dim}")
+    if embed_dim % num_heads or (embed_dim // num_heads) % 4:
+        raise ValueError(f"embed_dim/num_heads must be an integer divisible by 4 for 2-D RoPE "
+                         f"(got {embed_dim}/{num_heads})")
+    if cross_attention and ((embed_dim // 2) % num_heads or (embed_dim // 2 // num_heads) % 4):
+        raise ValueError(f"cross-attention head dim (embed_dim/2/num_heads) must be divisible by 4 "
+                         f"(got {embed_dim}/2/{num_heads})")
+
+
 def check_head_inputs(token: torch.Tensor, sam_btn: torch.Tensor, high_res, pi3_dim: int, sam_dim: int,
                       embed_dim: int) -> None:
     """Clear errors for mis-shaped head inputs (the official code would fail deep inside a matmul)."""

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from gmos_core.models.heads_common import HEAD_ROPE_BASE, check_head_inputs, fuse_tokens
+from gmos_core.models.heads_common import HEAD_ROPE_BASE, check_head_inputs, fuse_tokens, validate_head_dims
 from gmos_core.models.layers import MLP, RoPE2D, TokenProjector, TransformerEncoder, TwoWayTransformer, UpSampling
 
 
@@ -47,22 +47,6 @@ class ProposerConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def validate_head_dims(embed_dim: int, num_heads: int, pi3_dim: int, sam_dim: int, mlp_dim: int,
-                       cross_attention: bool) -> None:
-    for name, value in (("embed_dim", embed_dim), ("num_heads", num_heads), ("pi3_dim", pi3_dim),
-                        ("sam_dim", sam_dim), ("mlp_dim", mlp_dim)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    if embed_dim % 8:
-        raise ValueError(f"embed_dim must be divisible by 8 (mask upsampling widths C/4, C/8), got {embed_dim}")
-    if embed_dim % num_heads or (embed_dim // num_heads) % 4:
-        raise ValueError(f"embed_dim/num_heads must be an integer divisible by 4 for 2-D RoPE "
-                         f"(got {embed_dim}/{num_heads})")
-    if cross_attention and ((embed_dim // 2) % num_heads or (embed_dim // 2 // num_heads) % 4):
-        raise ValueError(f"cross-attention head dim (embed_dim/2/num_heads) must be divisible by 4 "
-                         f"(got {embed_dim}/2/{num_heads})")
 
 
 class GMOSProposer(nn.Module):

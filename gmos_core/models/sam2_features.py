@@ -128,6 +128,8 @@ def _cast_memory_to_curr_dtype(module, args, kwargs):
     memory = kwargs.get("memory", args[1] if len(args) > 1 else None)
     if curr is None or memory is None:
         return None
+    if torch.is_autocast_enabled(memory.device.type):
+        return None  # under autocast (the official CUDA run) the dtypes already agree: no cast, as officially
     curr_dtype = (curr[0] if isinstance(curr, (list, tuple)) else curr).dtype
     if memory.dtype == curr_dtype:
         return None

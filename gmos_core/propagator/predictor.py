@@ -163,32 +163,11 @@ def as_gmos_predictor(predictor: SAM2VideoPredictor) -> GMOSVideoPredictor:
 
 
 def install_fp32_memory_shim(predictor: SAM2VideoPredictor) -> None:
-    """Let SAM 2's tracker run in float32 without autocast (fixture README §6).
+    """Let SAM 2's tracker run in float32 without autocast (fixture README §6): the one shim of
+    :func:`gmos_core.models.install_memory_dtype_shim` (idempotent, a no-op under autocast)."""
+    from gmos_core.models.sam2_features import install_memory_dtype_shim
 
-    SAM 2 stores ``maskmem_features`` in bfloat16. When a frame's memory has no object-pointer tokens (e.g. a
-    frame tracked before its object's first conditioning frame) the bf16 memory reaches a float32 Linear and
-    raises. A forward pre-hook on ``memory_attention`` casts ``memory`` to the dtype of ``curr`` (the values
-    stay bf16-rounded, exactly as in the official CPU reference run). It is a no-op under autocast, where
-    the official CUDA run needs no cast. Idempotent.
-    """
-    if getattr(predictor, "_gmos_memory_shim_installed", False):
-        return
-
-    def _cast_memory(module, args, kwargs):
-        if torch.is_autocast_enabled(predictor.device.type):
-            return None
-        memory, curr = kwargs.get("memory"), kwargs.get("curr")
-        if memory is None or curr is None:
-            return None
-        curr_dtype = curr[0].dtype if isinstance(curr, (list, tuple)) else curr.dtype
-        if memory.dtype != curr_dtype:
-            kwargs = dict(kwargs)
-            kwargs["memory"] = memory.to(curr_dtype)
-            return args, kwargs
-        return None
-
-    predictor.memory_attention.register_forward_pre_hook(_cast_memory, with_kwargs=True)
-    predictor._gmos_memory_shim_installed = True
+    install_memory_dtype_shim(predictor)
 
 
 def init_state_from_features(

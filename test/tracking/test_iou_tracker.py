@@ -1,0 +1,158 @@
+"""IoU tracker on crafted masks: exact ids, births, deaths, states (no model involved)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gmos_core.engine.result import MotionState
+from gmos_core.tracking import (InstanceProposals, IouTracker, IouTrackerConfig, IouTrackerConfigError,
+                                proposals_from_foreground, proposals_from_label_frame)
+
+H, W = 32, 80
+
+
+def square(top, left, size=8, shape=(H, W)):
+    mask = np.zeros(shape, bool)
+    mask[max(0, top):max(0, top + size), max(0, left):max(0, left + size)] = True
+    return mask
+
+
+def frame(masks, motions=None, ious=None):
+    masks = np.asarray(masks, bool).reshape(-1, H, W)
+    n = len(masks)
+    return InstanceProposals(masks, np.full(n, 0.9) if motions is None else motions,
+                             np.full(n, 0.8) if ious is None else ious)
+
+
+def crossing_frames(num_frames=18, speed=4):
+    """A (rows 10-18) moves right, B (rows 14-22) moves left, B in front: they overlap mid-sequence."""
+    out = []
+    for t in range(num_frames):
+        a, b = square(10, 2 + speed * t), square(14, W - 10 - speed * t)
+        out.append((a & ~b, b))
+    return out
+
+
+def test_two_crossing_objects_keep_their_ids():
+    tracker = IouTracker()
+    overlapped = 0
+    for t, (a, b) in enumerate(crossing_frames()):
+        out = tracker.step(frame([a, b]))
+        # every visible pixel of A carries A's id (track 0 -> 1), B's pixels B's id, nothing else is labelled
+        assert np.all(out.labels[a] == 1) and np.all(out.labels[b] == 2), t
+        assert np.count_nonzero(out.labels) == a.sum() + b.sum()
+        assert out.labels.dtype == np.uint16
+        overlapped += square(10, 2 + 4 * t)[14:18].any() and (a.sum() < 64)
+    assert overlapped >= 2  # the sequence really occludes A behind B for a few frames
+    assert tracker.track_ids == [0, 1]
+
+
+def test_velocity_prediction_is_what_keeps_fast_objects():
+    """An 8-px square accelerating to 7 px/frame overlaps its previous mask by 1 column (IoU 1/15 < match_iou
+    0.2): without the constant-velocity prediction each such frame starts a new track."""
+    lefts = np.cumsum([2, 3, 3, 5, 7, 7, 7, 7])
+    frames = [square(12, int(x)) for x in lefts]
+    with_prediction, without = IouTracker(), IouTracker(IouTrackerConfig(predict_motion=False))
+    ids_with = [sorted(with_prediction.step(frame([m])).info) for m in frames]
+    ids_without = [sorted(without.step(frame([m])).info) for m in frames]
+    assert ids_with == [[1]] * 8
+    # shifts 3, 3, 5 still overlap enough (IoU 5/11, 5/11, 3/13); every 7-px shift is a new track
+    assert ids_without == [[1]] * 4 + [[2], [3], [4], [5]]
+
+
+def test_object_returning_within_max_missed_keeps_its_id_and_later_one_is_new():
+    config = IouTrackerConfig(max_missed_frames=3, predict_motion=False)
+    tracker = IouTracker(config)
+    other = square(20, 60)
+    timeline = []
+    for t in range(14):
+        visible = not (3 <= t < 6 or 7 <= t < 11)  # absent 3 frames (returns), later 4 frames (> 3: dies)
+        masks = [square(4, 10)] if visible else []
+        out = tracker.step(frame(masks + [other]))
+        timeline.append(sorted(k for k in out.info if k != 2))
+        if t == 10:
+            assert out.removed_track_ids == [0]  # 4th consecutive missed frame
+    assert timeline == [[1]] * 3 + [[]] * 3 + [[1]] + [[]] * 4 + [[3]] * 3
+    assert tracker.track_ids == [1, 2]
+
+
+def test_hysteresis_of_the_motion_state():
+    config = IouTrackerConfig(motion_smoothing=1.0, moving_on=0.5, moving_off=0.3)
+    tracker = IouTracker(config)
+    mask = square(8, 30)
+    motions = [0.9, 0.4, 0.45, 0.25, 0.45, 0.5, 0.6, 0.35, 0.2]
+    expected = ["M", "M", "M", "S", "S", "S", "M", "M", "S"]  # on: > 0.5, off: < 0.3
+    states, moving_pixels = [], []
+    for m in motions:
+        out = tracker.step(frame([mask], motions=[m]))
+        info = out.info[1]
+        states.append({MotionState.MOVING: "M", MotionState.STATIC: "S"}[info["state"]])
+        assert info["motion_prob"] == pytest.approx(m)
+        assert info["predicted_iou"] == pytest.approx(0.8)
+        moving_pixels.append(int(out.moving.sum()))
+    assert states == expected
+    assert moving_pixels == [64 if s == "M" else 0 for s in expected]
+    assert np.all(out.labels[mask] == 1)  # a static object is still labelled (MOS-I drops it via `moving`)
+
+
+def test_smoothing_delays_a_state_change():
+    tracker = IouTracker(IouTrackerConfig(motion_smoothing=0.5))
+    mask = square(8, 30)
+    # without smoothing the second frame (0.1 < moving_off 0.3) would already be static
+    probs = [tracker.step(frame([mask], motions=[m])).info[1] for m in (0.9, 0.1, 0.2, 0.1)]
+    assert [p["motion_prob"] for p in probs] == pytest.approx([0.9, 0.5, 0.35, 0.225])
+    assert [p["state"] for p in probs] == [MotionState.MOVING] * 3 + [MotionState.STATIC]
+
+
+def test_only_moving_proposals_start_tracks_and_small_ones_are_ignored():
+    tracker = IouTracker(IouTrackerConfig(min_area_fraction=10 / (H * W)))
+    static, tiny = square(2, 2), square(20, 40, size=3)  # tiny: 9 px < 10
+    out = tracker.step(frame([static, tiny], motions=[0.2, 0.99]))
+    assert not out.labels.any() and out.info == {} and tracker.track_ids == []
+    out = tracker.step(frame([static], motions=[0.7]))
+    assert sorted(out.info) == [1]
+
+
+def test_memory_is_bounded_and_ids_wrap():
+    rng = np.random.default_rng(0)
+    tracker = IouTracker(IouTrackerConfig(max_tracks=5, max_missed_frames=2))
+    sizes = []
+    for t in range(300):  # random objects popping up everywhere: many births and deaths
+        masks = [square(int(rng.integers(0, H - 8)), int(rng.integers(0, W - 8))) for _ in range(rng.integers(0, 4))]
+        tracker.step(frame(masks) if masks else InstanceProposals.empty(H, W))
+        sizes.append(tracker.retained_state_size()["tracks"])
+    assert max(sizes) == 5 and tracker._next_id > 100
+    # ids wrap before 65535 (uint16 labels) and never collide with a live track
+    tracker.reset()
+    tracker._next_id = 65533
+    ids = [sorted(tracker.step(frame([square(0, 16 * i)])).info)[0] - 1 for i in range(4)]
+    assert ids == [65533, 65534, 0, 1]
+
+
+def test_proposal_sources():
+    labels = np.zeros((H, W), np.uint8)
+    labels[2:6, 2:6] = 1
+    labels[10:20, 10:20] = 2
+    props = proposals_from_label_frame(labels, np.array([0.9, 0.1, 0, 0]), np.array([0.5, 0.6, 0, 0]))
+    assert props.masks.shape == (2, H, W) and props.masks[1].sum() == 100
+    np.testing.assert_allclose(props.motions, [0.9, 0.1])
+
+    prob = np.zeros((H, W), np.float32)
+    prob[2:6, 2:6] = 0.8        # 16 px
+    prob[10:20, 30:40] = 0.6    # 100 px, largest first
+    prob[10:20, 35] = 1.0       # inside it: its mean rises
+    prob[30, 70] = 0.9          # 1 px of noise
+    props = proposals_from_foreground(prob, predicted_iou=0.7, min_area_pixels=4)
+    assert [int(m.sum()) for m in props.masks] == [100, 16]
+    np.testing.assert_allclose(props.motions, [(90 * 0.6 + 10 * 1.0) / 100, 0.8], rtol=1e-6)
+    np.testing.assert_allclose(props.ious, [0.7, 0.7])
+    assert proposals_from_foreground(np.zeros((H, W))).masks.shape == (0, H, W)
+
+
+def test_bad_config_is_refused_with_the_field_name():
+    with pytest.raises(IouTrackerConfigError, match="moving_off"):
+        IouTrackerConfig(moving_on=0.4, moving_off=0.6)
+    with pytest.raises(IouTrackerConfigError, match="max_missed_frames"):
+        IouTrackerConfig(max_missed_frames=-1)
+    with pytest.raises(ValueError, match="one motion and one iou"):
+        InstanceProposals(np.zeros((2, 4, 4), bool), [0.5], [0.5, 0.5])

@@ -62,7 +62,7 @@ def make_frames(factory, count: int, period_ns: int, start_ns: int):
 
 
 def tiny_params(**changes) -> NodeParams:
-    base = dict(model="gmos_s", device="cpu", precision="fp32", tiny_random_model=True, fps=8.0,
+    base = dict(mode="gmos_s", device="cpu", precision="fp32", tiny_random_model=True, fps=8.0,
                 pixel_limit=14 * 14 * 24)
     base.update(changes)
     return NodeParams(**base)
@@ -168,9 +168,9 @@ def main(argv=None) -> int:
 
     def engine_factory(params):
         config = engine_config(params)
-        if params.model not in models:
-            models[params.model] = build_engine_models(config, size="tiny", allow_random=True)
-        return StreamingEngine(config, models[params.model])
+        if params.mode not in models:
+            models[params.mode] = build_engine_models(config, size="tiny", allow_random=True)
+        return StreamingEngine(config, models[params.mode])
 
     factory = RosbagsMessageFactory(get_typestore(Stores.ROS2_HUMBLE))
     t_seconds = measure_processing_time(engine_factory, factory, args.measure_frames)

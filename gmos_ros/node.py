@@ -5,23 +5,32 @@
 
 Everything that is not ROS plumbing (encodings, overload policy, resets, diagnostics content, message
 contents) lives in gmos_core.bridge and is shared with rosbag replay. This module imports rclpy and
-the ROS message packages at import time: it is only imported to run the node. The tests replace those
-modules with a test double (test/ros/rclpy_double.py) in ``sys.modules`` before importing it.
+the ROS message packages at import time: it is only imported to run the node. test/ros/real/ runs it on a
+real ROS 2 Jazzy; test/ros/test_node_humble.py drives it through a test double for the Humble API.
 
 Lifecycle (autostart configures and activates at start):
   configure:  validate parameters, create publishers and services, the diagnostics timer
   activate:   build the engine (load weights, warm up), start the worker thread, subscribe
   deactivate: unsubscribe, stop the worker, free the engine (and its GPU memory)
   cleanup:    destroy publishers, services and timers
+A transition that fails logs why (exception type and message), undoes what it had done and returns FAILURE
+(rclpy's LifecycleNode would swallow an exception silently); on_error releases everything and returns to
+unconfigured.
+
+rclpy.node.Node keeps its entities in private attributes (_publishers, _subscriptions, _services, _timers,
+_clients, _guards, _parameters, ...): every private attribute of this class starts with ``_gmos_`` so that
+none of them can shadow one.
 """
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any, Callable, Optional
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -32,6 +41,12 @@ from gmos_core.bridge import (OUTPUT_TOPICS, PARAMETER_SPECS, TOPIC_DEBUG_IMAGE,
                               diagnostics_message, image_to_rgb, record_messages)
 from gmos_core.bridge.engine_factory import build_engine
 from gmos_core.bridge.params import SPECS_BY_NAME
+
+try:  # Jazzy (and Humble): what spin raises when the context is shut down by SIGTERM
+    from rclpy.executors import ExternalShutdownException
+except ImportError:  # pragma: no cover - very old rclpy
+    class ExternalShutdownException(Exception):  # type: ignore[no-redef]
+        pass
 
 NODE_NAME = "gmos_node"
 
@@ -91,18 +106,34 @@ class GmosNode(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, *, engine_factory: Callable[[NodeParams], Any] = build_engine,
                  **kwargs: Any):
         super().__init__(node_name, **kwargs)
-        self._engine_factory = engine_factory
-        self._factory = RclpyMessageFactory()
+        self._gmos_engine_factory = engine_factory
+        self._gmos_messages = RclpyMessageFactory()
+        self._gmos_parameter_problems: list[str] = []
         for spec in PARAMETER_SPECS:
-            self.declare_parameter(spec.name, spec.default, parameter_descriptor(spec))
+            self._gmos_declare(spec)
         self.params: Optional[NodeParams] = None
         self.core: Optional[NodeCore] = None
-        self._publishers: dict[str, Any] = {}
-        self._subscriptions: list[Any] = []
-        self._synchronizer: Any = None
-        self._services: list[Any] = []
-        self._diagnostics_timer: Any = None
+        self._gmos_outputs: dict[str, Any] = {}
+        self._gmos_inputs: list[Any] = []
+        self._gmos_synchronizer: Any = None
+        self._gmos_services: list[Any] = []
+        self._gmos_diagnostics_timer: Any = None
         self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _gmos_declare(self, spec: Any) -> None:
+        """Declare one parameter. rclpy checks the params file's value (type, range, step) right here and
+        raises; the node records one clear line instead, declares the default, and refuses to configure."""
+        try:
+            self.declare_parameter(spec.name, spec.default, parameter_descriptor(spec))
+        except (InvalidParameterTypeException, InvalidParameterValueException) as err:
+            override = getattr(self, "_parameter_overrides", {}).get(spec.name)  # rclpy keeps them there
+            value = override.value if override is not None else None
+            given = f"{value!r} ({type(value).__name__})" if override is not None else f"refused ({err})"
+            hint = f" (write {float(value)!r})" if spec.type is float and type(value) is int else ""
+            self._gmos_parameter_problems.append(spec.name)
+            self.get_logger().error(f"GMOS: parameter {spec.name!r} = {given}; expected {spec.allowed()}{hint}; "
+                                    "the node will not configure")
+            self.declare_parameter(spec.name, spec.default, parameter_descriptor(spec), ignore_override=True)
 
     # ------------------------------------------------------------------ helpers
     def now_ns(self) -> int:
@@ -110,66 +141,123 @@ class GmosNode(LifecycleNode):
         return self.get_clock().now().nanoseconds
 
     def read_params(self) -> NodeParams:
-        return NodeParams.from_mapping({spec.name: self.get_parameter(spec.name).value for spec in PARAMETER_SPECS})
+        values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETER_SPECS}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # said once below, in the node's log
+            params = NodeParams.from_mapping(values)
+        if values["model"]:
+            self.get_logger().warning(f"GMOS: parameter 'model' is deprecated (one release); write "
+                                      f"'mode: {params.mode}' instead")
+        return params
 
     # ------------------------------------------------------------------ lifecycle
+    def _gmos_transition(self, name: str, step: Callable[[], bool], undo: Callable[[], None]) -> TransitionCallbackReturn:
+        """Run one transition; on an exception log its type and message, undo, and return FAILURE (rclpy's
+        LifecycleNode would turn it into a silent ERROR)."""
+        try:
+            if step():
+                return TransitionCallbackReturn.SUCCESS
+        except Exception as err:
+            self.get_logger().error(f"GMOS: {name} failed: {type(err).__name__}: {err}")
+        self._gmos_quietly(undo)
+        return TransitionCallbackReturn.FAILURE
+
+    def _gmos_quietly(self, release: Callable[[], None]) -> None:
+        try:
+            release()
+        except Exception as err:  # releasing is best effort; say what could not be released
+            self.get_logger().error(f"GMOS: releasing resources failed: {type(err).__name__}: {err}")
+
     def on_configure(self, state: State) -> TransitionCallbackReturn:
+        return self._gmos_transition("configure", self._gmos_configure, self._gmos_release_all)
+
+    def _gmos_configure(self) -> bool:
+        if self._gmos_parameter_problems:
+            self.get_logger().error(f"GMOS: configure refused: parameter(s) {self._gmos_parameter_problems} had "
+                                    "values rclpy refused at start (see above); fix them and restart the node")
+            return False
         try:
             self.params = self.read_params()
         except ParameterError as err:
             self.get_logger().error(f"GMOS: invalid parameters: {err}")
-            return TransitionCallbackReturn.FAILURE
+            return False
+        self._gmos_release_all()  # a configure after a failed one must not duplicate anything
         p = self.params
         out_qos = qos_profile(p.output_qos, p.output_qos_depth)
         for topic, typename in OUTPUT_TOPICS.items():
             if topic == TOPIC_DIAGNOSTICS:
                 continue
             qos = qos_profile("BEST_EFFORT", 1) if topic == TOPIC_DEBUG_IMAGE else out_qos
-            self._publishers[topic] = self.create_publisher(self._factory.message_class(typename), topic, qos)
-        self._publishers[TOPIC_DIAGNOSTICS] = self.create_publisher(DiagnosticArray, TOPIC_DIAGNOSTICS, 10)
-        self.core = NodeCore(p, self._engine_factory, clock_ns=self.now_ns, logger=self.get_logger(),
+            self._gmos_outputs[topic] = self.create_publisher(self._gmos_messages.message_class(typename), topic,
+                                                              qos)
+        self._gmos_outputs[TOPIC_DIAGNOSTICS] = self.create_publisher(DiagnosticArray, TOPIC_DIAGNOSTICS, 10)
+        self.core = NodeCore(p, self._gmos_engine_factory, clock_ns=self.now_ns, logger=self.get_logger(),
                              image_converter=cv_bridge_converter())
-        self._services = [
+        self._gmos_services = [
             self.create_service(SetBool, "enable", self._on_enable),
             self.create_service(Trigger, "reset_window", self._on_reset_window),
         ]
-        self._diagnostics_timer = self.create_timer(p.diagnostics_period_s, self.publish_diagnostics)
-        self.get_logger().info(f"GMOS configured: model={p.model} input={p.input_transport} "
+        self._gmos_diagnostics_timer = self.create_timer(p.diagnostics_period_s, self.publish_diagnostics)
+        self.get_logger().info(f"GMOS configured: mode={p.mode} tracker={p.tracker} input={p.input_transport} "
                                f"camera_info={p.use_camera_info} depth={p.use_depth}")
-        return TransitionCallbackReturn.SUCCESS
+        return True
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
-        assert self.core is not None and self.params is not None
+        return self._gmos_transition("activate", self._gmos_activate, self._gmos_stop_processing)
+
+    def _gmos_activate(self) -> bool:
+        if self.core is None:
+            raise RuntimeError("activate before configure")
         try:
             self.core.activate()
         except Exception as err:  # weights missing, CUDA unavailable...: say which, stay inactive
             self.get_logger().error(f"GMOS: could not build the engine: {type(err).__name__}: {err}")
-            return TransitionCallbackReturn.FAILURE
+            return False
         self.core.start_worker(self.publish_records)
         self._subscribe()
-        return TransitionCallbackReturn.SUCCESS
+        return True
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        self._unsubscribe()
-        if self.core is not None:
-            self.core.deactivate()
-        return TransitionCallbackReturn.SUCCESS
+        return self._gmos_transition("deactivate", self._gmos_deactivate, self._gmos_stop_processing)
+
+    def _gmos_deactivate(self) -> bool:
+        self._gmos_stop_processing()
+        return True
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        return self._gmos_transition("cleanup", self._gmos_cleanup, self._gmos_release_all)
+
+    def _gmos_cleanup(self) -> bool:
+        self._gmos_release_all()
+        return True
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        return self._gmos_transition("shutdown", self._gmos_cleanup, self._gmos_release_all)
+
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        """A transition ended in ERROR: release the worker, the engine (GPU memory) and every entity, and go
+        back to unconfigured."""
+        self.get_logger().error(f"GMOS: error while leaving state '{state.label}': releasing everything; the "
+                                "node is unconfigured")
+        self._gmos_quietly(self._gmos_release_all)
+        return TransitionCallbackReturn.SUCCESS
+
+    def _gmos_stop_processing(self) -> None:
+        """Undo activate: unsubscribe, stop the worker, drop the engine (and its GPU memory)."""
         self._unsubscribe()
         if self.core is not None:
             self.core.deactivate()
-        for publisher in self._publishers.values():
-            self.destroy_publisher(publisher)
-        for service in self._services:
-            self.destroy_service(service)
-        if self._diagnostics_timer is not None:
-            self.destroy_timer(self._diagnostics_timer)
-        self._publishers, self._services, self._diagnostics_timer, self.core = {}, [], None, None
-        return TransitionCallbackReturn.SUCCESS
 
-    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-        return self.on_cleanup(state)
+    def _gmos_release_all(self) -> None:
+        """Undo configure (and activate): every publisher, service and timer the node created."""
+        self._gmos_stop_processing()
+        for publisher in self._gmos_outputs.values():
+            self.destroy_publisher(publisher)
+        for service in self._gmos_services:
+            self.destroy_service(service)
+        if self._gmos_diagnostics_timer is not None:
+            self.destroy_timer(self._gmos_diagnostics_timer)
+        self._gmos_outputs, self._gmos_services, self._gmos_diagnostics_timer, self.core = {}, [], None, None
 
     # ------------------------------------------------------------------ inputs
     def _subscribe(self) -> None:
@@ -178,7 +266,7 @@ class GmosNode(LifecycleNode):
         compressed = p.input_transport == "compressed"
         image_type, image_topic = (CompressedImage, "image/compressed") if compressed else (Image, "image")
         if not (p.use_camera_info or p.use_depth):
-            self._subscriptions = [self.create_subscription(
+            self._gmos_inputs = [self.create_subscription(
                 image_type, image_topic, lambda msg: self.on_image(msg, compressed=compressed), qos,
                 event_callbacks=self._qos_warning(image_topic))]
             return
@@ -193,10 +281,10 @@ class GmosNode(LifecycleNode):
             filters.append(subscriber(CameraInfo, "camera_info"))
         if p.use_depth:
             filters.append(subscriber(Image, "depth"))
-        self._synchronizer = message_filters.ApproximateTimeSynchronizer(filters, p.sync_queue_size,
-                                                                         p.sync_slop_s)
-        self._synchronizer.registerCallback(self._on_synchronized)
-        self._subscriptions = filters
+        self._gmos_synchronizer = message_filters.ApproximateTimeSynchronizer(filters, p.sync_queue_size,
+                                                                              p.sync_slop_s)
+        self._gmos_synchronizer.registerCallback(self._on_synchronized)
+        self._gmos_inputs = filters
 
     def _qos_warning(self, topic: str) -> Any:
         """Event callbacks that log once when a publisher's QoS cannot reach this subscription (the most
@@ -216,17 +304,17 @@ class GmosNode(LifecycleNode):
                 self.get_logger().warning(
                     f"GMOS: a publisher on '{topic}' offers a QoS incompatible with this subscription "
                     f"({self.params.image_qos}, depth {self.params.image_qos_depth}; policy "
-                    f"{getattr(event, 'last_policy_kind', '?')}): no frames will arrive. Compare "
+                    f"{str(getattr(event, 'last_policy_kind', '?')).rsplit('_POLICY_', 1)[-1]}): no frames will arrive. Compare "
                     f"`ros2 topic info -v {topic}` and set image_qos (SENSOR_DATA accepts every publisher)")
 
         return SubscriptionEventCallbacks(incompatible_qos=incompatible)
 
     def _unsubscribe(self) -> None:
-        for sub in self._subscriptions:
+        for sub in self._gmos_inputs:
             inner = getattr(sub, "sub", sub)  # message_filters.Subscriber wraps the subscription
             if inner is not None:
                 self.destroy_subscription(inner)
-        self._subscriptions, self._synchronizer = [], None
+        self._gmos_inputs, self._gmos_synchronizer = [], None
 
     def _on_synchronized(self, image: Any, *others: Any) -> None:
         p = self.params
@@ -243,17 +331,21 @@ class GmosNode(LifecycleNode):
     # ------------------------------------------------------------------ outputs
     def publish_records(self, records: list[OutputRecord]) -> None:
         """Worker thread: publish every output of each segmented frame (headers are the source's)."""
-        debug = self._publishers.get(TOPIC_DEBUG_IMAGE)
+        outputs = self._gmos_outputs
+        if not self.context.ok():  # shutting down (Ctrl-C): the publishers are going away
+            return
+        debug = outputs.get(TOPIC_DEBUG_IMAGE)
         want_debug = debug is not None and debug.get_subscription_count() > 0  # lazy overlay
         for record in records:
-            for topic, msg in record_messages(self._factory, record, self.params, debug=want_debug).items():
-                self._publishers[topic].publish(msg)
+            for topic, msg in record_messages(self._gmos_messages, record, self.params, debug=want_debug).items():
+                outputs[topic].publish(msg)
 
     def publish_diagnostics(self) -> None:
-        if self.core is None:
+        core, publisher = self.core, self._gmos_outputs.get(TOPIC_DIAGNOSTICS)
+        if core is None or publisher is None:
             return
-        statuses = self.core.diagnostics(hardware_id=self.params.device)
-        self._publishers[TOPIC_DIAGNOSTICS].publish(diagnostics_message(self._factory, self.now_ns(), statuses))
+        statuses = core.diagnostics(hardware_id=self.params.device)
+        publisher.publish(diagnostics_message(self._gmos_messages, self.now_ns(), statuses))
 
     def _on_set_parameters(self, parameters: list) -> SetParametersResult:
         """Run-time changes of the parameters that allow them (mask_threshold, enabled); rclpy itself
@@ -295,20 +387,22 @@ class GmosNode(LifecycleNode):
 def main(args: Optional[list[str]] = None) -> int:
     """Entry point of `ros2 run gmos_ros gmos_node` (autostart: configure + activate at once)."""
     rclpy.init(args=args)
-    node = GmosNode()
+    node: Optional[GmosNode] = None
     try:
+        node = GmosNode()
         if node.get_parameter("autostart").value:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 node.get_logger().error("GMOS: configure failed; the node stays unconfigured")
             elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 node.get_logger().error("GMOS: activate failed; the node stays inactive")
         rclpy.spin(node)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):  # Ctrl-C / SIGTERM: a normal stop
         pass
     finally:
-        if node.core is not None:
-            node.core.stop_worker()
-        node.destroy_node()
+        if node is not None:
+            if node.core is not None:
+                node.core.stop_worker()
+            node.destroy_node()
         rclpy.try_shutdown()
     return 0
 

@@ -4,13 +4,15 @@
         head_weights:=/path/gmos_proposer.safetensors pi3_weights:=/path/pi3.safetensors \
         sam2_checkpoint:=/path/sam2.1_hiera_large.pt
     ros2 launch gmos_ros gmos.launch.py bag:=/path/to/bag          # plays it with --clock, sim time on
+    ros2 launch gmos_ros gmos.launch.py tiny_random_model:=true device:=cpu   # pipeline check, no weights
 
-Empty model/weight/device arguments keep the values of the params file.
+Empty mode/tracker/weight/device/precision/tiny_random_model arguments keep the values of the params file.
+The argument `model` is the deprecated name of `mode` (one release).
 """
 import os
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, LogInfo, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node, SetParameter
@@ -25,17 +27,30 @@ ARGUMENTS = {
     "camera_info_topic": ("/camera/color/camera_info", "input camera_info (used when use_camera_info)"),
     "depth_topic": ("/camera/aligned_depth_to_color/image_raw", "registered depth (used when use_depth)"),
     "params_file": ("", "parameter YAML; empty = share/gmos_ros/config/gmos_desktop.yaml"),
-    "model": ("", "gmos_online or gmos_s; empty = from the params file"),
+    "mode": ("", "gmos_online, gmos_s or geometric; empty = from the params file"),
+    "model": ("", "DEPRECATED name of 'mode' (one release)"),
+    "tracker": ("", "auto, sam2 or iou; empty = from the params file"),
     "pi3_weights": ("", "Pi3 encoder weights (.safetensors); empty = from the params file"),
     "head_weights": ("", "GMOS proposer / GMOS-S head weights (.safetensors); empty = from the params file"),
     "sam2_checkpoint": ("", "SAM 2.1 Hiera-L checkpoint; empty = from the params file"),
+    "tiny_random_model": ("", "true: the tiny random test model (no weights; meaningless masks); empty = "
+                          "from the params file"),
     "device": ("", "cuda, cuda:N or cpu; empty = from the params file"),
+    "precision": ("", "auto, fp32, bf16 or fp16; empty = from the params file"),
     "use_sim_time": ("false", "use /clock (set automatically when bag is given)"),
     "log_level": ("info", "node log level (debug, info, warn, error)"),
     "autostart": ("true", "configure and activate the lifecycle node at start"),
     "bag": ("", "optional rosbag2 to play with --clock (sim time is then used)"),
 }
-OVERRIDABLE = ("model", "pi3_weights", "head_weights", "sam2_checkpoint", "device")
+OVERRIDABLE = ("mode", "tracker", "pi3_weights", "head_weights", "sam2_checkpoint", "device", "precision")
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _bool(name: str, text: str) -> bool:
+    try:
+        return BOOLEANS[text.strip().lower()]
+    except KeyError:
+        raise ValueError(f"launch argument {name}:={text!r}; expected true or false") from None
 
 
 def _default_params_file() -> str:
@@ -48,8 +63,18 @@ def _node(context, *args, **kwargs):
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     params_file = value["params_file"] or _default_params_file()
     overrides = {name: value[name] for name in OVERRIDABLE if value[name]}
-    overrides["autostart"] = value["autostart"].lower() in ("1", "true", "yes")
-    overrides["use_sim_time"] = bool(value["bag"]) or value["use_sim_time"].lower() in ("1", "true", "yes")
+    actions = []
+    if value["model"]:
+        if value["mode"] and value["mode"] != value["model"]:
+            raise ValueError(f"launch arguments model:={value['model']} (deprecated) and mode:={value['mode']} "
+                             "disagree; expected only mode")
+        overrides["mode"] = value["model"]
+        actions.append(LogInfo(msg=f"gmos.launch.py: the argument 'model' is deprecated; write "
+                                   f"mode:={value['model']}"))
+    if value["tiny_random_model"]:
+        overrides["tiny_random_model"] = _bool("tiny_random_model", value["tiny_random_model"])
+    overrides["autostart"] = _bool("autostart", value["autostart"])
+    overrides["use_sim_time"] = bool(value["bag"]) or _bool("use_sim_time", value["use_sim_time"])
     image = value["image_topic"]
     node = Node(
         package=PACKAGE,
@@ -66,7 +91,7 @@ def _node(context, *args, **kwargs):
         ],
         arguments=["--ros-args", "--log-level", value["log_level"]],
     )
-    return [node]
+    return actions + [node]
 
 
 def generate_launch_description() -> LaunchDescription:

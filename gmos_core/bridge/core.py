@@ -212,7 +212,7 @@ class NodeCore:
         """Build the engine (load weights, warm up) if not built yet."""
         if self.engine is None:
             self.engine = self._engine_factory(self.params)
-            self.log.info(f"GMOS engine ready: model={self.params.model} device={self.params.device} "
+            self.log.info(f"GMOS engine ready: mode={self.params.mode} device={self.params.device} "
                           f"window={self.params.window_size}")
 
     def deactivate(self) -> None:
@@ -456,7 +456,7 @@ class NodeCore:
         values: dict[str, str] = {
             "enabled": str(self.enabled),
             "active": str(self.active),
-            "model": self.params.model,
+            "mode": self.params.mode,
             "input_rate_hz": f"{input_hz:.2f}",
             "output_rate_hz": f"{output_hz:.2f}",
             "frames_received": str(c.received),

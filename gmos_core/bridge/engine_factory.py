@@ -11,7 +11,7 @@ def engine_config(params: NodeParams) -> Any:
     from gmos_core.engine.config import EngineConfig
 
     return EngineConfig(
-        mode=params.model,
+        mode=params.mode,
         fps=params.fps or None,
         stride=params.stride or None,
         window_size=params.window_size,

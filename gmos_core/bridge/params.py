@@ -3,14 +3,22 @@
 
 Defaults follow the paper (window of 5 frames, motion threshold 0.5) and the ROS conventions of
 docs/ros.md (best-effort depth-1 image subscription, reliable outputs).
+
+When values are checked (docs/ros.md, "Parameters"): rclpy itself checks the type, the numeric range and
+step of every parameter when the node declares it (values from the params file and launch arguments) and
+on every run-time set; the node turns a refusal at declaration into one error line and an unconfigured
+node. Choices, ``device`` and the cross-parameter rules (odd window, queue >= window) are checked here, at
+configure.
 """
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
-MODELS = ("gmos_online", "gmos_s")
+MODES = ("gmos_online", "gmos_s", "geometric")
+TRACKERS = ("auto", "sam2", "iou")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 QOS_PRESETS = ("SENSOR_DATA", "DEFAULT", "SYSTEM_DEFAULT", "RELIABLE", "BEST_EFFORT")
 INPUT_TRANSPORTS = ("raw", "compressed")
@@ -39,6 +47,17 @@ class ParamSpec:
     def type(self) -> type:
         return type(self.default)
 
+    def allowed(self) -> str:
+        """What the parameter accepts, in words (for error messages): 'a float in [0.0, 1.0]'."""
+        kind = {bool: "a bool", int: "an integer", float: "a float", str: "a string"}[self.type]
+        if self.choices is not None:
+            return f"one of {list(self.choices)}"
+        if self.value_range is not None:
+            low, high, step = self.value_range
+            text = f"{kind} in [{low}, {high}]"
+            return text + (f" in steps of {step} from {low}" if step not in (0, 1) else "")
+        return kind
+
     def validate(self, value: Any) -> Any:
         """Return the value converted to the spec's type, or raise ParameterError naming the problem."""
         expected = self.type
@@ -58,9 +77,12 @@ class ParamSpec:
 
 
 PARAMETER_SPECS: tuple[ParamSpec, ...] = (
-    # model
-    ParamSpec("model", "gmos_online", "model variant: gmos_online (instances + motion, causal tracking) or "
-              "gmos_s (foreground/background only)", choices=MODELS),
+    # pipeline
+    ParamSpec("mode", "gmos_online", "pipeline: gmos_online (instances + motion, causal tracking), gmos_s "
+              "(foreground/background only) or geometric (no learned head)", choices=MODES),
+    ParamSpec("model", "", "DEPRECATED alias of 'mode' (one release); empty = unset", choices=("",) + MODES),
+    ParamSpec("tracker", "auto", "instance tracker: auto (sam2 for the official weights, iou for the shipped "
+              "default model), sam2 or iou", choices=TRACKERS),
     ParamSpec("pi3_weights", "", "Pi3 encoder weights (.safetensors); empty = the model's default location"),
     ParamSpec("head_weights", "", "GMOS proposer or GMOS-S head weights (.safetensors)"),
     ParamSpec("sam2_checkpoint", "", "SAM 2.1 Hiera-L checkpoint (.pt, loaded with weights_only=True)"),
@@ -87,7 +109,9 @@ PARAMETER_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("use_camera_info", False, "synchronise 'camera_info' with the image and republish it next to "
               "the masks (dynamic_mask/camera_info)"),
     ParamSpec("use_depth", False, "synchronise the registered depth image 'depth' (16UC1/mono16/32FC1)"),
-    ParamSpec("sync_slop_s", 0.01, "ApproximateTimeSynchronizer slop in seconds", value_range=(0.0, 1.0, 0.0)),
+    # message_filters pairs stamps strictly closer than the slop: 0 would never pair, hence the minimum.
+    ParamSpec("sync_slop_s", 0.01, "ApproximateTimeSynchronizer slop in seconds (> 0: message_filters pairs "
+              "stamps strictly closer than it)", value_range=(0.0001, 1.0, 0.0)),
     ParamSpec("sync_queue_size", 10, "ApproximateTimeSynchronizer queue size", value_range=(1, 100, 1)),
     ParamSpec("image_qos", "SENSOR_DATA", "QoS preset of the input subscriptions", choices=QOS_PRESETS),
     ParamSpec("image_qos_depth", 1, "history depth of the input subscriptions", value_range=(1, 100, 1)),
@@ -117,7 +141,9 @@ SPECS_BY_NAME: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETER_SPE
 class NodeParams:
     """Validated node parameters (see PARAMETER_SPECS for meaning and ranges)."""
 
-    model: str = "gmos_online"
+    mode: str = "gmos_online"
+    model: str = ""
+    tracker: str = "auto"
     pi3_weights: str = ""
     head_weights: str = ""
     sam2_checkpoint: str = ""
@@ -153,6 +179,14 @@ class NodeParams:
     def __post_init__(self) -> None:
         for spec in PARAMETER_SPECS:
             object.__setattr__(self, spec.name, spec.validate(getattr(self, spec.name)))
+        if self.model:  # the deprecated alias: honoured, with a warning, unless 'mode' says otherwise
+            if self.mode not in (self.model, SPECS_BY_NAME["mode"].default):
+                raise ParameterError(f"parameter 'model' = {self.model!r} (deprecated) contradicts 'mode' = "
+                                     f"{self.mode!r}; expected only 'mode'")
+            warnings.warn(f"parameter 'model' is deprecated; use 'mode: {self.model}' (read as mode)",
+                          DeprecationWarning, stacklevel=3)
+            object.__setattr__(self, "mode", self.model)
+            object.__setattr__(self, "model", "")  # consumed: replace() must not warn again
         device = self.device
         if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
             raise ParameterError(f"parameter 'device' = {device!r}; expected 'cpu', 'cuda' or 'cuda:N'")

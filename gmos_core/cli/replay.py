@@ -73,7 +73,7 @@ def node_params_from_args(args: argparse.Namespace) -> Any:
     from gmos_core.bridge.params import NodeParams
 
     return NodeParams(
-        model=args.model,
+        mode=getattr(args, "mode", None) or args.model,
         pi3_weights=args.pi3_weights or "",
         head_weights=args.head_weights or "",
         sam2_checkpoint=args.sam2_checkpoint or "",
@@ -119,8 +119,8 @@ def node_maker(params: Any, build_engine: Callable[[Any], Any]) -> Callable[[Cal
 
 def model_description(params: Any) -> str:
     if params.tiny_random_model:
-        return f"{params.model}, tiny random weights (UNTRAINED: masks are meaningless)"
-    return f"{params.model}, weights {params.pi3_weights}, {params.sam2_checkpoint}, {params.head_weights}"
+        return f"{params.mode}, tiny random weights (UNTRAINED: masks are meaningless)"
+    return f"{params.mode}, weights {params.pi3_weights}, {params.sam2_checkpoint}, {params.head_weights}"
 
 
 def run(args: argparse.Namespace) -> int:

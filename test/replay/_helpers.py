@@ -37,13 +37,13 @@ def tiny_node_maker(mode: str = "gmos_s", **param_changes):
     from gmos_core.engine.config import EngineConfig
     from gmos_core.engine.streaming import StreamingEngine
 
-    params = NodeParams(model=mode, tiny_random_model=True, device="cpu", precision="fp32", **param_changes)
+    params = NodeParams(mode=mode, tiny_random_model=True, device="cpu", precision="fp32", **param_changes)
 
     def build(p):
         # stride 1: a look-ahead of 2 frames, so a handful of frames exercises both the in-stream outputs
         # and the end-of-bag flush
-        return StreamingEngine(EngineConfig(mode=p.model, device="cpu", precision="fp32", stride=1),
-                               _tiny_models(p.model))
+        return StreamingEngine(EngineConfig(mode=p.mode, device="cpu", precision="fp32", stride=1),
+                               _tiny_models(p.mode))
 
     def make(clock_ns):
         node = NodeCore(params, build, clock_ns=clock_ns)

@@ -13,7 +13,7 @@ PERIOD_NS = int(1e9 / FPS)
 
 
 def tiny_params(**changes) -> NodeParams:
-    base = dict(model="gmos_s", device="cpu", precision="fp32", tiny_random_model=True, fps=FPS,
+    base = dict(mode="gmos_s", device="cpu", precision="fp32", tiny_random_model=True, fps=FPS,
                 pixel_limit=14 * 14 * 12, use_camera_info=False, publish_debug_image=True)
     base.update(changes)
     return NodeParams(**base)
@@ -45,9 +45,9 @@ def tiny_engine_factory():
 
     def factory(params: NodeParams):
         config = engine_config(params)
-        if params.model not in models:
-            models[params.model] = build_engine_models(config, size="tiny", allow_random=True)
-        return StreamingEngine(config, models[params.model])
+        if params.mode not in models:
+            models[params.mode] = build_engine_models(config, size="tiny", allow_random=True)
+        return StreamingEngine(config, models[params.mode])
 
     return factory
 

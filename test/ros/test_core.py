@@ -35,7 +35,7 @@ def make_core(factory, params=None, clock=None, caplog=None):
 @pytest.mark.parametrize("model", ["gmos_s", "gmos_online"])
 def test_stream_gives_one_output_per_frame_with_the_source_header(tiny_engine_factory, bag_factory, model):
     clock = SimClock()
-    core = make_core(tiny_engine_factory, tiny_params(model=model), clock=clock)
+    core = make_core(tiny_engine_factory, tiny_params(mode=model), clock=clock)
     inputs, records = [], []
     for i in range(5):
         msg = image_msg(bag_factory, rgb_frame(i), T0 + i * PERIOD_NS, frame_id="camera_color_optical_frame",

@@ -17,7 +17,7 @@ from . import rclpy_double as D
 from .conftest import HEIGHT, PERIOD_NS, WIDTH, rgb_frame
 
 T0 = 1_700_000_000 * 10**9
-BASE = dict(model="gmos_s", device="cpu", precision="fp32", tiny_random_model=True, fps=8.0,
+BASE = dict(mode="gmos_s", device="cpu", precision="fp32", tiny_random_model=True, fps=8.0,
             pixel_limit=14 * 14 * 12, use_camera_info=False)
 
 

@@ -183,4 +183,4 @@ def test_launch_builds_the_node_with_remappings_and_overrides(launch_file):
 def test_config_profiles_validate(repo_root, name):
     data = yaml.safe_load((repo_root / "config" / name).read_text())
     params = NodeParams.from_mapping(data["/**"]["ros__parameters"])
-    assert params.model in ("gmos_online", "gmos_s")
+    assert params.mode in ("gmos_online", "gmos_s")

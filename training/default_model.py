@@ -1,0 +1,116 @@
+"""The trained default GMOS model ("gmos-default-s1"): its architecture, built from the real GMOS modules.
+
+Same structure as the official GMOS-S pipeline, in a configuration small enough to train from scratch on
+2 CPU cores and to run in real time on them:
+
+* ``Pi3Encoder`` (DINOv2-style patch encoder + alternating frame/global RoPE blocks over the 5-frame window)
+  at a small pixel budget (``PIXEL_LIMIT``, 224x126 for a 16:9 video) and width 64;
+* the SAM 2 Hiera image encoder + FPN neck (``sam2`` package) from ``gmos_core/configs/sam2_default.yaml``
+  at image size 256 (bottleneck 16x16, skips 32x32 / 64x64);
+* the ``GMOSS`` head (fg/bg logits at 64x64) with embed_dim 64.
+
+``DefaultGMOS`` is the training view: it runs the three parts with gradients (the engine runs the same
+modules under ``inference_mode``). ``sam2_image_state_dict`` / ``load_sam2_image_state_dict`` define the
+``sam2_image_encoder`` component of the checkpoint: the predictor keys the image features depend on
+(``image_encoder.*``, ``sam_mask_decoder.conv_s0/conv_s1.*``, ``no_mem_embed``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+NAME = "gmos-default-s1"
+VARIANT = "gmos_s"
+ANCHOR = "center"
+WINDOW_SIZE = 5
+WINDOW_SECONDS = 0.5  # 5 frames at the official stride (fps/8): frames t-2s..t+2s span ~0.5 s at 8 Hz sampling
+PIXEL_LIMIT = 30_000  # Pi3 input 126x224 for 16:9 video (9x16 patches of 14 px)
+SAM2_IMAGE_SIZE = 256
+SAM2_CONFIG_NAME = "sam2_default.yaml"
+SAM2_CONFIG_PATH = Path(__file__).resolve().parents[1] / "gmos_core" / "configs" / SAM2_CONFIG_NAME
+
+PI3_CONFIG = dict(enc_embed_dim=64, enc_depth=3, enc_num_heads=4, img_size=224,
+                  dec_embed_dim=64, dec_depth=4, dec_num_heads=4)
+HEAD_CONFIG = dict(embed_dim=64, encoder_depth=2, num_heads=4, pi3_dim=64, sam_dim=64, mlp_dim=128)
+
+SAM2_IMAGE_KEY_PREFIXES = ("image_encoder.", "sam_mask_decoder.conv_s0.", "sam_mask_decoder.conv_s1.",
+                           "no_mem_embed")
+
+
+def build_pi3(config: dict | None = None):
+    from gmos_core.models import Pi3Encoder
+
+    return Pi3Encoder(**(config or PI3_CONFIG))
+
+
+def build_head(config: dict | None = None):
+    from gmos_core.models.gmos_s import GMOSS
+
+    return GMOSS(**(config or HEAD_CONFIG))
+
+
+def build_sam2(config_path: str | Path = SAM2_CONFIG_PATH, device: str = "cpu"):
+    from gmos_core.models.sam2_features import build_sam2_predictor
+
+    return build_sam2_predictor(str(config_path), None, device=device)
+
+
+def sam2_image_state_dict(predictor) -> dict[str, torch.Tensor]:
+    """The part of a SAM2 predictor's state_dict that the image features (and so GMOS heads) depend on."""
+    return {k: v for k, v in predictor.state_dict().items() if k.startswith(SAM2_IMAGE_KEY_PREFIXES)}
+
+
+def load_sam2_image_state_dict(predictor, state: dict[str, torch.Tensor]) -> None:
+    """Load the ``sam2_image_encoder`` component strictly for its own keys (the rest of the predictor —
+    memory, prompt encoder, mask decoder — is unused by the default model and stays as built)."""
+    expected = set(sam2_image_state_dict(predictor))
+    got = set(state)
+    if expected != got:
+        raise ValueError(f"sam2_image_encoder component does not match the SAM 2 config: missing "
+                         f"{sorted(expected - got)[:5]}, unexpected {sorted(got - expected)[:5]}")
+    own = predictor.state_dict()
+    bad = [k for k in state if tuple(state[k].shape) != tuple(own[k].shape)]
+    if bad:
+        raise ValueError(f"sam2_image_encoder tensors with the wrong shape for this SAM 2 config: {bad[:5]}")
+    predictor.load_state_dict(state, strict=False)
+
+
+class DefaultGMOS(nn.Module):
+    """Pi3 + SAM 2 image encoder + GMOS-S, differentiable end to end (training view).
+
+    forward(pi3_imgs (B,N,3,Hp,Wp) in [0,1], sam_imgs (B,3,S,S) SAM-normalised of the anchor frame)
+    -> GMOS-S outputs for the anchor frame ({fg_mask (B,1,S/4,S/4) logits, iou_pred, conf_pred}).
+    """
+
+    def __init__(self, pi3=None, predictor=None, head=None, anchor: str = ANCHOR) -> None:
+        super().__init__()
+        self.pi3 = pi3 if pi3 is not None else build_pi3()
+        self.sam2 = predictor if predictor is not None else build_sam2()
+        self.head = head if head is not None else build_head()
+        self.anchor = anchor
+        for name, p in self.sam2.named_parameters():
+            p.requires_grad_(name.startswith(SAM2_IMAGE_KEY_PREFIXES))
+
+    def sam_features(self, sam_imgs: torch.Tensor):
+        """The head inputs exactly as ``gmos_core.models.Sam2Features.head_inputs`` computes them."""
+        predictor = self.sam2
+        backbone_out = predictor.forward_image(sam_imgs)
+        _, vision_feats, _, feat_sizes = predictor._prepare_backbone_features(backbone_out)
+        if predictor.directly_add_no_mem_embed:
+            vision_feats[-1] = vision_feats[-1] + predictor.no_mem_embed
+        b = vision_feats[-1].shape[1]
+        feats = [f.permute(1, 2, 0).reshape(b, -1, *s) for f, s in zip(vision_feats, feat_sizes)]
+        return feats[-1], feats[:-1]
+
+    def forward(self, pi3_imgs: torch.Tensor, sam_imgs: torch.Tensor) -> dict[str, torch.Tensor]:
+        b, n = pi3_imgs.shape[:2]
+        position = n // 2 if self.anchor == "center" else n - 1
+        tokens = self.pi3(pi3_imgs)[:, position]
+        sam_btn, high_res = self.sam_features(sam_imgs)
+        return self.head(tokens, sam_btn, high_res)
+
+    def component_state_dicts(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {"pi3": self.pi3.state_dict(), "sam2_image_encoder": sam2_image_state_dict(self.sam2),
+                "head": self.head.state_dict()}

@@ -1,0 +1,323 @@
+"""Training of the default model (``training/default_model.py``) from scratch on synthetic clips.
+
+    OMP_NUM_THREADS=2 python3 -m training.default_train --config training/configs/default.yaml \
+        --out-dir runs/default [--device cuda] [--steps N] [--resume]
+
+Seeded and resumable: ``<out-dir>/state.pt`` (model + optimiser + step + data seed; read with
+``weights_only=True``) is written every ``checkpoint_every`` steps and at the end; ``--resume`` continues from
+it. ``<out-dir>/train_log.csv`` logs every ``log_every`` steps; ``<out-dir>/gmos_default.safetensors`` is the
+exported model (checkpoint metadata contract, docs/default_model.md).
+
+Data: a pool of synthetic clips (``training/default_data.py``) is rendered at start (seeded; training seeds
+are ``data_seed + i``, never the held-out ones of ``benchmarks/heldout_eval.py``) and part of it is re-rendered
+every ``refresh_every`` steps, so the model sees many scenes without paying for rendering every step.
+Each sample is one 5-frame window (random stride) of one clip, target = union of the objects moving at
+the anchor (centre) frame. Loss: BCE + soft Dice on the 64x64 fg logits, + MSE of the IoU head.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch.utils.data as tud
+
+from training import default_model as DM
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    steps: int = 6000
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    dice_weight: float = 1.0
+    iou_weight: float = 0.1
+    # data
+    data_seed: int = 1000
+    pool_clips: int = 256
+    refresh_every: int = 200
+    refresh_clips: int = 32
+    clip_frames: int = 24
+    render_width: int = 320
+    render_height: int = 180
+    strides: tuple = (1, 2, 3, 4)
+    static_clip_fraction: float = 0.2
+    static_camera_fraction: float = 0.25
+    # bookkeeping
+    log_every: int = 50
+    checkpoint_every: int = 500
+    threads: int = 2
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> "TrainConfig":
+        import yaml
+
+        with open(path) as f:
+            raw = yaml.safe_load(f) or {}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown training keys {unknown}; expected some of {sorted(known)}")
+        if "strides" in raw:
+            raw["strides"] = tuple(int(s) for s in raw["strides"])
+        cfg = cls(**raw)
+        for name in ("steps", "batch_size", "pool_clips", "clip_frames", "log_every", "checkpoint_every"):
+            if int(getattr(cfg, name)) < 1:
+                raise ValueError(f"{path}: {name} must be >= 1, got {getattr(cfg, name)}")
+        if cfg.clip_frames < (DM.WINDOW_SIZE - 1) * max(cfg.strides) + 1:
+            raise ValueError(f"{path}: clip_frames {cfg.clip_frames} shorter than a window at stride "
+                             f"{max(cfg.strides)}")
+        return cfg
+
+
+# ---------------------------------------------------------------------------------------------- samples
+def window_sample(clip, rng: np.random.Generator, cfg: TrainConfig, pi3_hw, sam_size: int):
+    """One training sample from a clip: (pi3 (N,3,H,W) float [0,1], sam (3,S,S), target (S/4,S/4) float)."""
+    import torch
+    import torch.nn.functional as F
+
+    from gmos_core.preprocess import pi3_image_tensor, sam2_image_tensor
+
+    t_len = clip.frames.shape[0]
+    strides = [s for s in cfg.strides if (DM.WINDOW_SIZE - 1) * s < t_len]
+    stride = int(rng.choice(strides))
+    span = (DM.WINDOW_SIZE - 1) * stride
+    start = int(rng.integers(0, t_len - span))
+    idx = [start + i * stride for i in range(DM.WINDOW_SIZE)]
+    if rng.random() < 0.5:  # time reversal keeps which objects move
+        idx = idx[::-1]
+    anchor = idx[DM.WINDOW_SIZE // 2]
+    frames = clip.frames[idx]
+    target = clip.moving_mask(anchor).astype(np.float32)
+    if rng.random() < 0.5:
+        frames = frames[:, :, ::-1]
+        target = target[:, ::-1]
+    frames = np.ascontiguousarray(frames)
+    # photometric jitter shared by the window (a camera's gain / white balance)
+    gain = rng.uniform(0.75, 1.25, size=3) * rng.uniform(0.85, 1.15)
+    frames = np.clip(frames.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+    pi3 = pi3_image_tensor(list(frames), pi3_hw)
+    sam = sam2_image_tensor(frames[DM.WINDOW_SIZE // 2], sam_size)
+    out = sam_size // 4
+    tgt = torch.from_numpy(np.ascontiguousarray(target))[None, None]
+    tgt = F.interpolate(tgt, size=(out, out), mode="area")[0, 0]
+    return pi3, sam, tgt
+
+
+def make_batch(pool, rng, cfg, pi3_hw, sam_size):
+    import torch
+
+    items = [window_sample(pool[int(rng.integers(len(pool)))], rng, cfg, pi3_hw, sam_size)
+             for _ in range(cfg.batch_size)]
+    return tuple(torch.stack(x) for x in zip(*items))
+
+
+class BatchStream(tud.IterableDataset):
+    """Endless batches from a pool of clips that is partly re-rendered every ``refresh_every`` batches.
+
+    Seeds: worker w of n renders the training seeds ``data_seed + w + n*i`` (disjoint across workers), so the
+    scenes depend on (data_seed, workers) only. Used directly (CPU, no worker processes) or as the
+    IterableDataset of a DataLoader with ``workers`` processes (GPU machines with many cores).
+    """
+
+    def __init__(self, cfg: TrainConfig, start_step: int = 0, worker: int = 0, workers: int = 1) -> None:
+        self.cfg, self.start_step, self.worker, self.workers = cfg, start_step, worker, workers
+
+    def _seed(self, i: int) -> int:
+        return self.cfg.data_seed + self.worker + self.workers * i
+
+    def __iter__(self):
+        from gmos_core.preprocess import pi3_target_size
+        from training.default_data import render_pool_clip
+
+        info = tud.get_worker_info()
+        if info is not None:
+            self.worker, self.workers = info.id, info.num_workers
+        cfg = self.cfg
+        n_pool = max(1, cfg.pool_clips // self.workers)
+        refresh = max(1, cfg.refresh_clips // self.workers)
+        rng = np.random.default_rng([cfg.seed, self.start_step, self.worker])
+        pool = [render_pool_clip(cfg, self._seed(i)) for i in range(n_pool)]
+        h, w = pool[0].frames.shape[1:3]
+        pi3_hw = pi3_target_size(w, h, DM.PIXEL_LIMIT)
+        batches_here = self.start_step // self.workers
+        next_i = n_pool + (batches_here // cfg.refresh_every) * refresh
+        k = 0
+        while True:
+            if k and k % cfg.refresh_every == 0:
+                for _ in range(refresh):
+                    pool[int(rng.integers(len(pool)))] = render_pool_clip(cfg, self._seed(next_i))
+                    next_i += 1
+            yield make_batch(pool, rng, cfg, pi3_hw, DM.SAM2_IMAGE_SIZE)
+            k += 1
+
+
+# ---------------------------------------------------------------------------------------------- loss
+def losses(out: dict, target, cfg: TrainConfig):
+    import torch
+    import torch.nn.functional as F
+
+    logits = out["fg_mask"][:, 0]
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    prob = torch.sigmoid(logits)
+    inter = (prob * target).sum(dim=(1, 2))
+    denom = prob.sum(dim=(1, 2)) + target.sum(dim=(1, 2))
+    dice = (1 - (2 * inter + 1) / (denom + 1)).mean()
+    with torch.no_grad():
+        hard = (prob > 0.5).float()
+        tgt = (target > 0.5).float()
+        i = (hard * tgt).sum(dim=(1, 2))
+        u = ((hard + tgt) > 0).float().sum(dim=(1, 2))
+        iou = torch.where(u > 0, i / u.clamp(min=1), torch.ones_like(u))
+    iou_loss = F.mse_loss(out["iou_pred"][:, 0], iou)
+    total = bce + cfg.dice_weight * dice + cfg.iou_weight * iou_loss
+    return total, {"bce": float(bce.detach()), "dice": float(dice.detach()), "iou_mse": float(iou_loss.detach()),
+                   "iou": float(iou.mean())}
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+# ---------------------------------------------------------------------------------------------- export
+def export(model, path: str | os.PathLike, training_command: str, cfg: TrainConfig, steps_done: int) -> None:
+    """Write the safetensors file with the checkpoint metadata contract (all values strings)."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for component, sd in model.component_state_dicts().items():
+        for k, v in sd.items():
+            tensors[f"{component}.{k}"] = v.detach().float().cpu().contiguous()
+    metadata = {
+        "gmos_format": "1", "name": DM.NAME, "variant": DM.VARIANT, "anchor": DM.ANCHOR,
+        "window_size": str(DM.WINDOW_SIZE), "window_seconds": str(DM.WINDOW_SECONDS),
+        "pi3_config": json.dumps(DM.PI3_CONFIG, sort_keys=True),
+        "head_config": json.dumps(DM.HEAD_CONFIG, sort_keys=True),
+        "sam2_config": DM.SAM2_CONFIG_NAME, "sam2_image_size": str(DM.SAM2_IMAGE_SIZE),
+        "pixel_limit": str(DM.PIXEL_LIMIT), "components": "pi3,sam2_image_encoder,head",
+        "trained_on": "synthetic data only (procedural layered scenes, training/default_data.py)",
+        "training_command": training_command, "training_steps": str(steps_done),
+        "training_seed": str(cfg.seed), "license": "Apache-2.0 (the project's licence)",
+    }
+    tmp = str(path) + ".tmp"
+    save_file(tensors, tmp, metadata=metadata)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="training/configs/default.yaml")
+    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=None, help="override the config's steps")
+    parser.add_argument("--resume", action="store_true", help="continue from <out-dir>/state.pt")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="data worker processes (0: render in the training process, right for 2 cores)")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop (checkpoint + export) after this wall time; --resume continues")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    cfg = TrainConfig.from_yaml(args.config)
+    if args.steps is not None:
+        cfg.steps = args.steps
+    torch.set_num_threads(cfg.threads)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but CUDA is not available", file=sys.stderr)
+        return 2
+    command = "python3 -m training.default_train " + " ".join(sys.argv[1:] if argv is None else argv)
+
+    torch.manual_seed(cfg.seed)
+    model = DM.DefaultGMOS().to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step = 0
+    state_path = out_dir / "state.pt"
+    if args.resume and state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        print(f"resumed from {state_path} at step {step}", flush=True)
+    t0 = time.perf_counter()
+    if args.workers > 0:
+        loader = tud.DataLoader(BatchStream(cfg, step), batch_size=None, num_workers=args.workers,
+                                prefetch_factor=4, persistent_workers=True)
+        batches = iter(loader)
+    else:
+        batches = iter(BatchStream(cfg, step))
+    next(batches)  # render the pool before the clock of the first step starts
+    print(f"data ready in {time.perf_counter() - t0:.1f}s ({cfg.pool_clips} clips, {args.workers} workers)",
+          flush=True)
+
+    log_path = out_dir / "train_log.csv"
+    new_log = not (args.resume and log_path.exists())
+    log_file = open(log_path, "w" if new_log else "a", newline="")
+    log = csv.writer(log_file)
+    if new_log:
+        log.writerow(["step", "wall_s", "lr", "loss", "bce", "dice", "iou_mse", "train_iou", "samples_per_s"])
+    model.train()
+    start_wall = time.perf_counter()
+    acc, acc_n, t_log = {}, 0, time.perf_counter()
+    while step < cfg.steps:
+        pi3, sam, tgt = next(batches)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        out = model(pi3.to(device), sam.to(device))
+        loss, parts = losses(out, tgt.to(device), cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        step += 1
+        parts["loss"] = float(loss.detach())
+        for k, v in parts.items():
+            acc[k] = acc.get(k, 0.0) + v
+        acc_n += 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            now = time.perf_counter()
+            m = {k: v / acc_n for k, v in acc.items()}
+            log.writerow([step, f"{now - start_wall:.1f}", f"{lr_at(step - 1, cfg):.2e}", f"{m['loss']:.4f}",
+                          f"{m['bce']:.4f}", f"{m['dice']:.4f}", f"{m['iou_mse']:.4f}", f"{m['iou']:.3f}",
+                          f"{acc_n * cfg.batch_size / (now - t_log):.1f}"])
+            log_file.flush()
+            print(f"step {step}/{cfg.steps} loss {m['loss']:.4f} dice {m['dice']:.3f} iou {m['iou']:.3f} "
+                  f"({now - start_wall:.0f}s)", flush=True)
+            acc, acc_n, t_log = {}, 0, now
+        done = step == cfg.steps
+        over_time = args.max_minutes is not None and time.perf_counter() - start_wall > 60 * args.max_minutes
+        if done or over_time or step % cfg.checkpoint_every == 0:
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step},
+                       str(state_path) + ".tmp")
+            os.replace(str(state_path) + ".tmp", state_path)
+            export(model, out_dir / "gmos_default.safetensors", command, cfg, step)
+        if over_time and not done:
+            print(f"stopped at step {step} after {args.max_minutes} min; rerun with --resume", flush=True)
+            break
+    log_file.close()
+    print(f"wrote {out_dir / 'gmos_default.safetensors'} (step {step}, "
+          f"{time.perf_counter() - t0:.0f}s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,4 +4,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 PY=${PYTHON:-python3}
+
+# The real-ROS tier (test/ros/real) runs on a real ROS 2 Jazzy from ../shared/ros2 (PyPI wheels in a venv,
+# no ROS install). The venv sees the base Python's packages (torch, sam2, gmos_core). Without the kit those
+# tests skip (CI: fail), saying how to run them.
+KIT=${GMOS_SHARED:-../shared}/ros2
+if [ -f "$KIT/setup.sh" ]; then
+  VENV=${GMOS_ROS2_VENV:-.venv-ros2}
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv --system-site-packages "$VENV"
+  bash "$KIT/setup.sh" "$VENV"
+  touch "$VENV/COLCON_IGNORE"   # its share/ holds ROS packages: not part of a colcon workspace
+fi
 exec "$PY" -m pytest "$@"

@@ -54,6 +54,11 @@ def ros2_venv() -> Path:
                               timeout=900)
         if proc.returncode != 0:
             pytest.fail(f"bash {KIT}/setup.sh {VENV} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    check = subprocess.run([str(VENV / "bin" / "python"), "-c", "import torch, numpy, gmos_core"],
+                           capture_output=True, text=True)
+    if check.returncode != 0:
+        pytest.fail(f"{VENV} cannot import torch/numpy/gmos_core ({check.stderr.strip().splitlines()[-1:]}); "
+                    f"expected a venv made with `python3 -m venv --system-site-packages {VENV}` before setup.sh")
     (VENV / "COLCON_IGNORE").touch()  # the venv holds ROS packages' share/ folders: not part of the workspace
     return VENV
 

@@ -292,36 +292,44 @@ def section_matmul(entry, ctx):
 
 
 def section_build(entry, ctx):
+    """Random weights of the official sizes (Pi3 full, SAM 2.1 Hiera-L, both heads), built here rather than by
+    build_engine_models so that no default/shipped weight file can be picked up."""
     torch = ctx.torch
     from gmos_core import models as M
-    from gmos_core.engine.config import EngineConfig
-    from gmos_core.engine.models import EngineModels, build_engine_models
+    from gmos_core.engine.models import EngineModels
+    from gmos_core.models.sam2_features import PACKAGED_L_CONFIG, TINY_CONFIG_PATH
 
     t0 = time.monotonic()
-    config = EngineConfig(mode="gmos_online", fps=30.0, device=str(ctx.device), precision="auto",
-                          pixel_limit=ctx.pixel_limit)
-    build_ctx = torch.device(ctx.device) if ctx.device.type == "cuda" else None
+    sam_config = PACKAGED_L_CONFIG if ctx.size == "full" else str(TINY_CONFIG_PATH)
+
+    def build():
+        torch.manual_seed(0)
+        pi3 = M.build_pi3_encoder(ctx.size)
+        proposer = M.build_proposer(ctx.size)
+        head_s = M.build_gmos_s(ctx.size)
+        predictor = M.build_sam2_predictor(sam_config, None, device=str(ctx.device))
+        return pi3, proposer, head_s, predictor
+
     try:  # initialise the random weights on the GPU directly (a 1 B-parameter CPU init takes long)
-        if build_ctx is not None:
-            with build_ctx:
-                online = build_engine_models(config, size=ctx.size, allow_random=True)
+        if ctx.device.type == "cuda":
+            with torch.device(ctx.device):
+                pi3, proposer, head_s, predictor = build()
         else:
-            online = build_engine_models(config, size=ctx.size, allow_random=True)
+            pi3, proposer, head_s, predictor = build()
     except Exception as err:
         entry["gpu_init_error"] = f"{type(err).__name__}: {err} (built on CPU instead)"
-        online = build_engine_models(config, size=ctx.size, allow_random=True)
-    torch.manual_seed(1)
-    if build_ctx is not None:
-        with build_ctx:
-            head_s = M.build_gmos_s(ctx.size)
-    else:
-        head_s = M.build_gmos_s(ctx.size)
-    head_s = head_s.to(ctx.device).eval()
-    for p in head_s.parameters():
-        p.requires_grad_(False)
-    gmos_s = EngineModels(online.pi3, head_s, online.sam, mode="gmos_s", anchor=online.anchor,
-                          window_size=online.window_size, description="benchmark GMOS-S", random_weights=True,
-                          device=str(ctx.device), precision="auto")
+        pi3, proposer, head_s, predictor = build()
+    if ctx.device.type == "cpu":
+        M.install_memory_dtype_shim(predictor)  # as build_engine_models: fp32 tracking without autocast
+    for module in (pi3, proposer, head_s):
+        module.to(ctx.device).eval()
+        for p in module.parameters():
+            p.requires_grad_(False)
+    features = M.Sam2Features(predictor)
+    common = dict(anchor="center", window_size=5, random_weights=True, device=str(ctx.device), precision="auto")
+    online = EngineModels(pi3, proposer, features, mode="gmos_online", description="benchmark proposer", **common)
+    gmos_s = EngineModels(pi3, head_s, features, mode="gmos_s", description="benchmark GMOS-S", **common)
+    online.description = f"{ctx.size} models, SAM 2 {sam_config}, random weights"
     ctx.models = {"gmos_online": online, "gmos_s": gmos_s}
     count = lambda m: round(sum(p.numel() for p in m.parameters()) / 1e6, 2)
     entry["params_m"] = {"pi3": count(online.pi3), "sam2_image_encoder": count(online.sam.predictor.image_encoder),

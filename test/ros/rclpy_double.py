@@ -1,10 +1,23 @@
-"""A test double of the small rclpy surface gmos_ros.node uses (rclpy cannot be installed here).
+"""A test double of the small rclpy surface gmos_ros.node uses, in its ROS 2 **Humble** flavour.
 
-It follows the real signatures (rclpy Humble/Jazzy: Node.create_publisher(msg_type, topic, qos_profile, *,
-...), create_subscription(msg_type, topic, callback, qos_profile, *, ...), create_service(srv_type, name,
-callback), create_timer(period_sec, callback), declare_parameter(name, value, descriptor),
+The node runs on a real ROS 2 Jazzy in test/ros/real (the kit in ../shared/ros2). Humble has no such wheels,
+so what differs on Humble is covered here: ``rclpy.qos_event`` instead of ``rclpy.event_handler``, the
+Humble signatures (rclpy Humble: Node.create_publisher(msg_type, topic, qos_profile, *, ...),
+create_subscription(msg_type, topic, callback, qos_profile, *, ...), create_service(srv_type, name,
+callback), create_timer(period_sec, callback), declare_parameter(name, value, descriptor, ignore_override),
 LifecycleNode.trigger_*; message_filters.Subscriber(node, msg_type, topic, **kwargs) and
 ApproximateTimeSynchronizer(fs, queue_size, slop, allow_headerless=False)).
+
+Where real rclpy behaves in a way that can hide or reveal a bug, the double does the same, so that a test
+passing here would pass on real rclpy:
+* entities live in private lists (``_publishers``, ``_subscriptions``, ``_services``, ``_timers``) behind
+  read-only properties: a subclass attribute of the same name breaks ``create_*`` as it does in rclpy;
+* an exception raised by a transition callback is swallowed: the transition returns ERROR, ``on_error`` runs
+  and the node ends unconfigured (on_error SUCCESS) or finalized; nothing is logged;
+* parameter descriptors are enforced at ``declare_parameter`` (raising InvalidParameterTypeException /
+  InvalidParameterValueException) and at every set (type, range and step, read-only), before the node's
+  callback runs, with rclpy's reasons;
+* message_filters' ApproximateTimeSynchronizer pairs stamps whose spread is strictly below the slop.
 
 Message classes are generated from the rosbags Jazzy typestore definitions (plus gmos_msgs from the
 package's own definitions) and behave like rclpy's generated classes where it matters for catching bugs:
@@ -305,59 +318,160 @@ class Timer:
         self.callback()
 
 
+class ParameterException(Exception):
+    pass
+
+
+class InvalidParameterTypeException(ParameterException):
+    """rclpy.exceptions.InvalidParameterTypeException (same message)."""
+
+    def __init__(self, parameter: "Parameter", expected: str):
+        super().__init__(f"Trying to set parameter '{parameter.name}' to '{parameter.value}' of type "
+                         f"'{_parameter_type(parameter.value)}', expecting type '{expected}'")
+
+
+class InvalidParameterValueException(ParameterException):
+    """rclpy.exceptions.InvalidParameterValueException (same message)."""
+
+    def __init__(self, name: str, value: Any, reason: str):
+        super().__init__(f"Invalid parameter value ({value}) for parameter. Reason: {reason}")
+
+
+def _parameter_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "BOOL"
+    if isinstance(value, int):
+        return "INTEGER"
+    if isinstance(value, float):
+        return "DOUBLE"
+    if isinstance(value, str):
+        return "STRING"
+    return "NOT_SET" if value is None else "BYTE_ARRAY"
+
+
+def _descriptor_problem(name: str, value: Any, declared_type: str, descriptor: Any) -> Optional[str]:
+    """The reason rclpy gives for refusing ``value`` (None if accepted): type, then range and step."""
+    if descriptor is None:
+        return None
+    if _parameter_type(value) != declared_type:
+        return f"Wrong parameter type, expected 'Type.{declared_type}' got 'Type.{_parameter_type(value)}'"
+    for ranges, tolerance in ((descriptor.integer_range, 0), (descriptor.floating_point_range, 1e-9)):
+        if not ranges:
+            continue
+        r = ranges[0]
+        if not (r.from_value - tolerance <= value <= r.to_value + tolerance):
+            return f"Parameter {name} out of range. Min: {r.from_value}, Max: {r.to_value}, value: {value}"
+        if r.step and value != r.to_value:
+            steps = (value - r.from_value) / r.step
+            if abs(steps - round(steps)) > tolerance:
+                return (f"The parameter value for {name} is not a valid step. Min: {r.from_value}, max: "
+                        f"{r.to_value}, value: {value}, step: {r.step}")
+    return None
+
+
+class Context:
+    def ok(self) -> bool:
+        return _STATE["init"]
+
+
 class Node:
     def __init__(self, node_name: str, *, context: Any = None, cli_args: Any = None, namespace: str = "",
                  use_global_arguments: bool = True, enable_rosout: bool = True, start_parameter_services: bool = True,
                  parameter_overrides: Optional[list[Parameter]] = None, allow_undeclared_parameters: bool = False,
-                 automatically_declare_parameters_from_overrides: bool = False, enable_logger_service: bool = False):
+                 automatically_declare_parameters_from_overrides: bool = False):
+        if not _STATE["init"]:
+            raise RuntimeError("Failed to create node: rcl_init not called (rclpy.init() first)")
         self._name = node_name
-        self._overrides = {p.name: p.value for p in (parameter_overrides or [])}
+        self._context = Context()
+        self._parameter_overrides = {p.name: p for p in (parameter_overrides or [])}
         self._parameters: dict[str, Parameter] = {}
-        self.descriptors: dict[str, Any] = {}
+        self._parameter_types: dict[str, str] = {}
+        self._descriptors: dict[str, Any] = {}
         self._logger = Logger(node_name)
         self._clock = Clock()
-        self.publishers: list[Publisher] = []
-        self.subscriptions: list[Subscription] = []
-        self.services: list[Service] = []
-        self.timers: list[Timer] = []
-        self.declare_parameter("use_sim_time", self._overrides.get("use_sim_time", False))
+        # rclpy keeps its entities in these private lists (the node must not shadow them)
+        self._publishers: list[Publisher] = []
+        self._subscriptions: list[Subscription] = []
+        self._services: list[Service] = []
+        self._timers: list[Timer] = []
+        self._clients: list[Any] = []
+        self._guards: list[Any] = []
+        self._on_set_parameters_callbacks: list[Callable] = []
+        self.declare_parameter("use_sim_time", False)
+
+    @property
+    def context(self) -> Context:
+        return self._context
+
+    @property
+    def publishers(self):
+        yield from self._publishers
+
+    @property
+    def subscriptions(self):
+        yield from self._subscriptions
+
+    @property
+    def services(self):
+        yield from self._services
+
+    @property
+    def timers(self):
+        yield from self._timers
+
+    @property
+    def descriptors(self) -> dict[str, Any]:
+        return dict(self._descriptors)
 
     def get_name(self) -> str:
         return self._name
 
     def declare_parameter(self, name: str, value: Any = None, descriptor: Any = None,
                           ignore_override: bool = False) -> Parameter:
+        """rclpy: the override (params file, -p) replaces the default, then the descriptor is enforced."""
         if name in self._parameters:
-            raise RuntimeError(f"ParameterAlreadyDeclaredException: {name}")
-        if not ignore_override and name in self._overrides:
-            value = self._overrides[name]
+            raise ParameterException(f"ParameterAlreadyDeclaredException: {name}")
+        declared_type = _parameter_type(value)
+        if not ignore_override and name in self._parameter_overrides:
+            value = self._parameter_overrides[name].value
+        problem = _descriptor_problem(name, value, declared_type, descriptor)
+        if problem is not None:
+            if problem.startswith("Wrong parameter type"):
+                raise InvalidParameterTypeException(Parameter(name, value), declared_type)
+            raise InvalidParameterValueException(name, value, problem)
         self._parameters[name] = Parameter(name, value)
-        self.descriptors[name] = descriptor
+        self._parameter_types[name] = declared_type
+        self._descriptors[name] = descriptor
         return self._parameters[name]
 
     def get_parameter(self, name: str) -> Parameter:
         if name not in self._parameters:
-            raise RuntimeError(f"ParameterNotDeclaredException: {name}")
+            raise ParameterException(f"ParameterNotDeclaredException: {name}")
         return self._parameters[name]
 
     def get_logger(self) -> Logger:
         return self._logger
 
     def add_on_set_parameters_callback(self, callback: Callable) -> None:
-        self._set_callbacks = getattr(self, "_set_callbacks", []) + [callback]
+        self._on_set_parameters_callbacks.insert(0, callback)
 
     def set_parameters(self, parameter_list: list[Parameter]) -> list[Any]:
-        """rclpy: each parameter is checked by the callbacks (read-only ones are refused first)."""
+        """rclpy: read-only, type, range and step are checked before the node's callbacks see a parameter."""
         results = []
         result_type = sys.modules["rcl_interfaces.msg"].SetParametersResult
         for parameter in parameter_list:
-            descriptor = self.descriptors.get(parameter.name)
+            descriptor = self._descriptors.get(parameter.name)
             if descriptor is not None and descriptor.read_only:
                 results.append(result_type(successful=False, reason=f"Trying to set a read-only parameter: "
                                                                     f"{parameter.name}."))
                 continue
+            problem = _descriptor_problem(parameter.name, parameter.value,
+                                          self._parameter_types.get(parameter.name, "NOT_SET"), descriptor)
+            if problem is not None:
+                results.append(result_type(successful=False, reason=problem))
+                continue
             result = result_type(successful=True, reason="")
-            for callback in getattr(self, "_set_callbacks", []):
+            for callback in self._on_set_parameters_callbacks:
                 result = callback([parameter])
                 if not result.successful:
                     break
@@ -378,42 +492,50 @@ class Node:
                          event_callbacks: Any = None, qos_overriding_options: Any = None,
                          publisher_class: Any = None) -> Publisher:
         pub = Publisher(self, msg_type, topic, _as_qos(qos_profile))
-        self.publishers.append(pub)
+        self._publishers.append(pub)
         return pub
 
     def create_subscription(self, msg_type: type, topic: str, callback: Callable, qos_profile: Any, *,
                             callback_group: Any = None, event_callbacks: Any = None,
                             qos_overriding_options: Any = None, raw: bool = False) -> Subscription:
         sub = Subscription(msg_type, topic, callback, _as_qos(qos_profile), event_callbacks)
-        self.subscriptions.append(sub)
+        self._subscriptions.append(sub)
         return sub
 
     def create_service(self, srv_type: type, srv_name: str, callback: Callable, *, qos_profile: Any = None,
                        callback_group: Any = None) -> Service:
         srv = Service(srv_type, srv_name, callback)
-        self.services.append(srv)
+        self._services.append(srv)
         return srv
 
     def create_timer(self, timer_period_sec: float, callback: Callable, callback_group: Any = None,
                      clock: Any = None) -> Timer:
         timer = Timer(timer_period_sec, callback)
-        self.timers.append(timer)
+        self._timers.append(timer)
         return timer
 
     def destroy_publisher(self, publisher: Publisher) -> bool:
-        self.publishers.remove(publisher)
+        if publisher not in self._publishers:
+            return False
+        self._publishers.remove(publisher)
         return True
 
     def destroy_subscription(self, subscription: Subscription) -> bool:
-        self.subscriptions.remove(subscription)
+        if subscription not in self._subscriptions:
+            return False
+        self._subscriptions.remove(subscription)
         return True
 
     def destroy_service(self, service: Service) -> bool:
-        self.services.remove(service)
+        if service not in self._services:
+            return False
+        self._services.remove(service)
         return True
 
     def destroy_timer(self, timer: Timer) -> bool:
-        self.timers.remove(timer)
+        if timer not in self._timers:
+            return False
+        self._timers.remove(timer)
         return True
 
     def destroy_node(self) -> None:
@@ -421,34 +543,48 @@ class Node:
 
     # ---- test helpers (not rclpy API)
     def publisher(self, topic: str) -> Publisher:
-        return next(p for p in self.publishers if p.topic_name == topic)
+        return next(p for p in self._publishers if p.topic_name == topic)
 
     def deliver(self, topic: str, msg: Any) -> None:
         """What the executor does when a message arrives on a subscribed topic."""
-        matched = [s for s in self.subscriptions if s.topic_name == topic]
-        assert matched, f"nothing subscribes to {topic!r}; subscribed: {[s.topic_name for s in self.subscriptions]}"
+        matched = [s for s in self._subscriptions if s.topic_name == topic]
+        assert matched, f"nothing subscribes to {topic!r}; subscribed: {[s.topic_name for s in self._subscriptions]}"
         for sub in matched:
             assert isinstance(msg, sub.msg_type), f"{topic!r} expects {sub.msg_type.__name__}"
             sub.callback(msg)
 
     def service(self, name: str) -> Service:
-        return next(s for s in self.services if s.srv_name == name)
+        return next(s for s in self._services if s.srv_name == name)
 
 
 class LifecycleNode(Node):
-    """rclpy.lifecycle.LifecycleNode: on_* callbacks driven by trigger_* (unconfigured/inactive/active)."""
+    """rclpy.lifecycle.LifecycleNode: on_* callbacks driven by trigger_* (unconfigured/inactive/active/finalized).
+
+    As rclpy: SUCCESS moves on, FAILURE goes back, an exception in the callback is swallowed and becomes
+    ERROR, after which on_error decides (SUCCESS: unconfigured, otherwise finalized).
+    """
 
     def __init__(self, node_name: str, *, enable_communication_interface: bool = True, **kwargs: Any):
         super().__init__(node_name, **kwargs)
         self.lifecycle_state = "unconfigured"
+
+    def _run(self, callback: str) -> TransitionCallbackReturn:
+        try:
+            return getattr(self, callback)(State(0, self.lifecycle_state))
+        except Exception:  # rclpy: "TODO(ivanpauno): log sth here"
+            return TransitionCallbackReturn.ERROR
 
     def _trigger(self, callback: str, allowed_from: tuple[str, ...], success_state: str,
                  failure_state: str) -> TransitionCallbackReturn:
         if self.lifecycle_state not in allowed_from:
             raise RuntimeError(f"Failed to trigger lifecycle state machine transition: {callback} from "
                                f"{self.lifecycle_state}")
-        result = getattr(self, callback)(State(0, self.lifecycle_state))
-        self.lifecycle_state = success_state if result == TransitionCallbackReturn.SUCCESS else failure_state
+        result = self._run(callback)
+        if result == TransitionCallbackReturn.ERROR:
+            recovered = self._run("on_error") == TransitionCallbackReturn.SUCCESS
+            self.lifecycle_state = "unconfigured" if recovered else "finalized"
+        else:
+            self.lifecycle_state = success_state if result == TransitionCallbackReturn.SUCCESS else failure_state
         return result
 
     def trigger_configure(self):
@@ -471,6 +607,9 @@ class LifecycleNode(Node):
 
     on_activate = on_deactivate = on_cleanup = on_shutdown = on_configure
 
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        return TransitionCallbackReturn.FAILURE  # rclpy's default: the node ends finalized
+
 
 # ------------------------------------------------------------------------------------------ message_filters
 
@@ -491,7 +630,7 @@ class FilterSubscriber:
 
 
 class ApproximateTimeSynchronizer:
-    """Emits one message per input whose stamps lie within ``slop`` seconds (closest match wins)."""
+    """Emits one message per input whose stamps spread strictly less than ``slop`` (closest match wins)."""
 
     def __init__(self, fs: list, queue_size: int, slop: float, allow_headerless: bool = False):
         self.queue_size, self.slop_ns = queue_size, int(slop * 1e9)
@@ -521,7 +660,7 @@ class ApproximateTimeSynchronizer:
                     return
                 candidates.append(near)
             for combo in itertools.product(*candidates):
-                if max(combo) - min(combo) <= self.slop_ns:
+                if max(combo) - min(combo) < self.slop_ns:  # message_filters: strictly below the slop
                     msgs = tuple(q.pop(s) for q, s in zip(self.queues, combo))
                     break
             else:
@@ -543,8 +682,12 @@ def _try_shutdown(*, context: Any = None, uninstall_handlers: Any = None):
     _STATE["init"] = False
 
 
+class ExternalShutdownException(Exception):
+    """rclpy.executors.ExternalShutdownException: spin's answer to a context shut down by a signal."""
+
+
 def _spin(node: Node, executor: Any = None) -> None:
-    raise KeyboardInterrupt  # the double has no executor: main() returns at once
+    raise _STATE.get("spin_raises", KeyboardInterrupt)()  # no executor: main() returns at once
 
 
 def build_modules() -> dict[str, types.ModuleType]:
@@ -593,8 +736,14 @@ def build_modules() -> dict[str, types.ModuleType]:
     module("rclpy.node", Node=Node)
     module("rclpy.lifecycle", LifecycleNode=LifecycleNode, State=State,
            TransitionCallbackReturn=TransitionCallbackReturn)
-    module("rclpy.event_handler", SubscriptionEventCallbacks=SubscriptionEventCallbacks,
+    # Humble: the event callbacks live in rclpy.qos_event (rclpy.event_handler arrived in Iron)
+    module("rclpy.qos_event", SubscriptionEventCallbacks=SubscriptionEventCallbacks,
            QoSRequestedIncompatibleQoSInfo=QoSRequestedIncompatibleQoSInfo)
+    modules["rclpy.event_handler"] = None  # `import rclpy.event_handler` raises ImportError, as on Humble
+    module("rclpy.exceptions", ParameterException=ParameterException,
+           InvalidParameterTypeException=InvalidParameterTypeException,
+           InvalidParameterValueException=InvalidParameterValueException)
+    module("rclpy.executors", ExternalShutdownException=ExternalShutdownException)
     module("rclpy.qos", QoSProfile=QoSProfile, ReliabilityPolicy=ReliabilityPolicy, HistoryPolicy=HistoryPolicy,
            DurabilityPolicy=DurabilityPolicy)
     rclpy.node, rclpy.lifecycle, rclpy.qos = modules["rclpy.node"], modules["rclpy.lifecycle"], modules["rclpy.qos"]

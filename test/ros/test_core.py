@@ -190,8 +190,11 @@ def test_gmos_s_mask_threshold_rethresholds_the_foreground_probability(tiny_engi
 def test_default_engine_factory_builds_the_tiny_engine():
     engine = build_engine(tiny_params())
     assert engine.lookahead_frames == 2 and engine.config.mode == "gmos_s"
-    with pytest.raises(ValueError, match="no weight file"):
-        build_engine(tiny_params(tiny_random_model=False))
+    # a weight file that is not there is named (no weights at all means the shipped default model: see
+    # gmos_core.weights, not this factory)
+    with pytest.raises(FileNotFoundError, match="/nope/pi3.safetensors"):
+        build_engine(tiny_params(tiny_random_model=False, pi3_weights="/nope/pi3.safetensors",
+                                 sam2_checkpoint="/nope/sam2.pt", head_weights="/nope/head.safetensors"))
 
 
 def test_process_before_activate_is_an_error(bag_factory):

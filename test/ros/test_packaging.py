@@ -113,11 +113,11 @@ def _fake_launch_modules(share_dir: Path) -> dict[str, types.ModuleType]:
 
     classes = {name: type(name, (_Recorded,), {}) for name in (
         "LaunchDescription", "DeclareLaunchArgument", "ExecuteProcess", "OpaqueFunction", "IfCondition",
-        "PythonExpression", "Node", "SetParameter")}
+        "PythonExpression", "Node", "SetParameter", "LogInfo")}
     return {
         "launch": module("launch", LaunchDescription=classes["LaunchDescription"]),
         "launch.actions": module("launch.actions", **{k: classes[k] for k in (
-            "DeclareLaunchArgument", "ExecuteProcess", "OpaqueFunction")}),
+            "DeclareLaunchArgument", "ExecuteProcess", "OpaqueFunction", "LogInfo")}),
         "launch.conditions": module("launch.conditions", IfCondition=classes["IfCondition"]),
         "launch.substitutions": module("launch.substitutions", LaunchConfiguration=_LaunchConfiguration,
                                        PythonExpression=classes["PythonExpression"]),
@@ -139,9 +139,9 @@ def launch_file(repo_root, monkeypatch, tmp_path):
     return mod, tmp_path
 
 
-EXPECTED_ARGUMENTS = {"namespace", "image_topic", "camera_info_topic", "depth_topic", "params_file", "model",
-                      "pi3_weights", "head_weights", "sam2_checkpoint", "device", "use_sim_time", "log_level",
-                      "autostart", "bag"}
+EXPECTED_ARGUMENTS = {"namespace", "image_topic", "camera_info_topic", "depth_topic", "params_file", "mode",
+                      "model", "tracker", "pi3_weights", "head_weights", "sam2_checkpoint", "tiny_random_model",
+                      "device", "precision", "use_sim_time", "log_level", "autostart", "bag"}
 
 
 def test_launch_file_declares_its_arguments(repo_root, launch_file):
@@ -177,6 +177,26 @@ def test_launch_builds_the_node_with_remappings_and_overrides(launch_file):
     assert ("image", "/cam/image_raw") in kw["remappings"]
     assert ("image/compressed", "/cam/image_raw/compressed") in kw["remappings"]
     assert kw["arguments"] == ["--ros-args", "--log-level", "debug"]
+
+
+def test_launch_vocabulary_overrides_and_the_deprecated_model_argument(launch_file):
+    module, _ = launch_file
+    opaque = next(e for e in module.generate_launch_description().args[0] if type(e).__name__ == "OpaqueFunction")
+    context = {name: default for name, (default, _) in module.ARGUMENTS.items()}
+    context.update(mode="geometric", tracker="iou", tiny_random_model="true", precision="fp32")
+    (node,) = opaque.kwargs["function"](context)
+    assert node.kwargs["parameters"][1] == {"mode": "geometric", "tracker": "iou", "tiny_random_model": True,
+                                            "precision": "fp32", "autostart": True, "use_sim_time": False}
+    context.update(mode="", model="gmos_s", tiny_random_model="")
+    notice, node = opaque.kwargs["function"](context)
+    assert node.kwargs["parameters"][1]["mode"] == "gmos_s" and "tiny_random_model" not in node.kwargs["parameters"][1]
+    assert "deprecated" in notice.kwargs["msg"] and "mode:=gmos_s" in notice.kwargs["msg"]
+    context.update(mode="gmos_online")
+    with pytest.raises(ValueError, match="disagree"):
+        opaque.kwargs["function"](context)
+    context.update(model="", tiny_random_model="maybe")
+    with pytest.raises(ValueError, match="tiny_random_model:='maybe'; expected true or false"):
+        opaque.kwargs["function"](context)
 
 
 @pytest.mark.parametrize("name", ["gmos_desktop.yaml", "gmos_jetson.yaml", "gmos_s.yaml", "gmos_online.yaml"])

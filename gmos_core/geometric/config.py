@@ -66,7 +66,7 @@ class GeometricConfig:
     ransac_threshold: float = 1.0
     planar_fraction: float = 0.8
     static_flow: float = 0.2
-    static_fraction: float = 0.3
+    static_fraction: float = 0.15
     residual_floor: float = 1.0
     residual_sigmas: float = 3.0
     score_blur: int = 3

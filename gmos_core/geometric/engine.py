@@ -141,6 +141,8 @@ class GeometricHandler(ModeHandler):
         self._grid = None
         self._grid_key = None
         self._previous: Optional[tuple[int, np.ndarray, np.ndarray]] = None  # (index, gray, smoothed prob)
+        self._flows: dict[tuple[int, int], np.ndarray] = {}  # DIS steps between buffered frames, by index
+        self.flow_computations = 0
 
     # ---------------------------------------------------------------- helpers
     def _intrinsics(self, job, width: int, height: int) -> tuple[np.ndarray, str]:
@@ -176,6 +178,46 @@ class GeometricHandler(ModeHandler):
             member.tokens = to_gray(member.rgb, size)
         return member.tokens
 
+    def _step_flow(self, a, b, size) -> np.ndarray:
+        """DIS flow between two buffered frames, cached by their indices (each step is used by several
+        windows: the step c+s → c+2s of one window is the first step of the next window's future chain)."""
+        from gmos_core.geometric.motion import dense_flow
+
+        key = (a.identity.index, b.identity.index)
+        flow = self._flows.get(key)
+        if flow is None:
+            flow = dense_flow(self.dis, self._gray(a, size), self._gray(b, size))
+            self._flows[key] = flow
+            self.flow_computations += 1
+        return flow
+
+    def _chained_flows(self, job, neighbours, size, grid) -> list[np.ndarray]:
+        """Centre → each neighbour, composed from steps between consecutive distinct window members (short
+        steps keep DIS within its search range: a direct flow across 4 strides loses fast objects)."""
+        from gmos_core.geometric.motion import compose_flows
+
+        center = job.frame
+        c = center.identity.index
+        distinct = {m.identity.index: m for m in job.members if m.identity.index != c}
+        wanted = {m.identity.index for m in neighbours}
+        out = {}
+        for side in (-1, 1):
+            chain = sorted((i for i in distinct if (i - c) * side > 0), key=lambda i: abs(i - c))
+            previous, flow = center, None
+            for index in chain:
+                if not any((w - c) * side >= (index - c) * side for w in wanted):
+                    break  # no chosen neighbour further out on this side
+                step = self._step_flow(previous, distinct[index], size)
+                flow = step if flow is None else compose_flows(flow, step, grid)
+                if index in wanted:
+                    out[index] = flow
+                previous = distinct[index]
+        # forget steps no later window can use (older than this window's first member)
+        oldest = min(m.identity.index for m in job.members)
+        for key in [k for k in self._flows if min(k) < oldest]:
+            del self._flows[key]
+        return [out[m.identity.index] for m in neighbours]
+
     # ---------------------------------------------------------------- ModeHandler
     def process(self, jobs, head_out, backbone_outs, video_hw):
         return [self._process_job(job, video_hw) for job in jobs]
@@ -195,7 +237,7 @@ class GeometricHandler(ModeHandler):
         center_index = job.frame.identity.index
         neighbours = choose_neighbours(job.members, center_index, self.geo.max_neighbours)
         t0 = time.perf_counter()
-        flows = [dense_flow(self.dis, center, self._gray(m, size)) for m in neighbours]
+        flows = self._chained_flows(job, neighbours, size, grid)
         sides = [1 if m.identity.index > center_index else -1 for m in neighbours]
         prior = None
         if self._previous is not None and self._previous[0] < center_index:
@@ -252,7 +294,9 @@ class GeometricHandler(ModeHandler):
             timings_ms=timings, geometry=geometry)
 
     def retained(self) -> dict[str, int]:
-        return {f"tracker_{k}": int(v) for k, v in self.tracker.retained_state_size().items()}
+        return {"geometric_cached_flows": len(self._flows),
+                **{f"tracker_{k}": int(v) for k, v in self.tracker.retained_state_size().items()}}
 
     def close(self) -> None:
         self._previous = None
+        self._flows.clear()

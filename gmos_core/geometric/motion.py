@@ -123,6 +123,12 @@ def dense_flow(dis, gray0: np.ndarray, gray1: np.ndarray) -> np.ndarray:
     return dis.calc(gray0, gray1, None)
 
 
+def compose_flows(first: np.ndarray, second: np.ndarray, grid: "PixelGrid") -> np.ndarray:
+    """Flow a → c from a → b (``first``) and b → c (``second``): first(x) + second(x + first(x))."""
+    return first + cv2.remap(second, grid.xs + first[..., 0], grid.ys + first[..., 1], cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE)
+
+
 def texture_mask(gray: np.ndarray, min_eigen: float) -> np.ndarray:
     eig = cv2.cornerMinEigenVal(gray.astype(np.float32) * (1.0 / 255.0), 3)
     return eig > min_eigen
@@ -348,7 +354,11 @@ def score_frame(center: np.ndarray, sides: Sequence[int], flows: Sequence[np.nda
     for pair, residual in zip(pairs, residuals):
         if residual is None:
             continue
-        noise = float(np.median(residual[samples])) if len(samples) else 0.0
+        # typical residual of the static points: the median over the sample points the model explains (within
+        # the RANSAC threshold), whatever share of the frame a moving object covers
+        explained = residual[samples]
+        explained = explained[explained < config.ransac_threshold]
+        noise = float(np.median(explained)) if len(explained) >= 10 else config.ransac_threshold
         pair.threshold = max(config.residual_floor, config.residual_sigmas * noise)
         scores_by_side.setdefault(pair.side, []).append(residual / pair.threshold)
     t_res = time.perf_counter()

@@ -27,6 +27,7 @@ benchmarks/gpu_results/) after every section, so a run cut short still leaves wh
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -456,7 +457,7 @@ def _synthetic_frames(np, count, width, height):
     return frames
 
 
-def _make_engine(ctx, pipeline, precision, k=None, fps=30.0):
+def _make_engine(ctx, pipeline, precision, k=None, fps=30.0, tracker="sam2"):
     from gmos_core.engine.config import EngineConfig
     from gmos_core.engine.streaming import StreamingEngine
     from gmos_core.propagator import PropagatorConfig
@@ -471,8 +472,11 @@ def _make_engine(ctx, pipeline, precision, k=None, fps=30.0):
     # The engine's precision option covers the encoders; the propagator keeps the official bf16 autocast on CUDA
     # (PropagatorConfig.cuda_bf16_autocast), as in the node. Tracks are never dropped, so K stays fixed.
     extra = {"propagator_config": PropagatorConfig(max_absent_frames=0)}
-    config = EngineConfig(mode=mode, fps=fps, device=str(ctx.device), precision=precision,
-                          pixel_limit=ctx.pixel_limit, extra=extra)
+    kwargs = dict(mode=mode, fps=fps, device=str(ctx.device), precision=precision, pixel_limit=ctx.pixel_limit,
+                  extra=extra)
+    if "tracker" in {f.name for f in dataclasses.fields(EngineConfig)}:
+        kwargs["tracker"] = tracker  # K tracks are SAM 2 propagator objects (the official tracker)
+    config = EngineConfig(**kwargs)
     return StreamingEngine(config, models)
 
 
@@ -496,9 +500,11 @@ def section_engine(entry, ctx):
     pipelines = [("gmos_s", None), ("gmos_online", 1), ("gmos_online", 3), ("gmos_online", 10)]
     if ctx.smoke:
         pipelines = pipelines[:3]  # K=10 costs seconds per frame on a CPU
-    configs = [(p, pipe, k) for p in ctx.engine_precisions for pipe, k in pipelines]
-    for precision, pipeline, k in configs:
-        name = pipeline if k is None else f"{pipeline} K={k}"
+    configs = [(p, pipe, k, "sam2") for p in ctx.engine_precisions for pipe, k in pipelines]
+    # the shipped default model's tracker (IoU matching instead of SAM 2 memory), at the first precision only
+    configs.insert(len(pipelines), (ctx.engine_precisions[0], "gmos_online", 3, "iou"))
+    for precision, pipeline, k, tracker in configs:
+        name = pipeline if k is None else f"{pipeline} K={k}" + (" (iou tracker)" if tracker == "iou" else "")
         row = {"pipeline": name, "precision": precision}
         rows.append(row)
         need = 4 if precision != "fp32" or ctx.smoke else 12
@@ -506,7 +512,7 @@ def section_engine(entry, ctx):
             row["error"] = "skipped: budget"
             continue
         try:
-            engine = _make_engine(ctx, pipeline, precision, k)
+            engine = _make_engine(ctx, pipeline, precision, k, tracker=tracker)
             period = int(1e9 / 30)
             times, stage = [], {}
             ctx.timer.peak_reset()
@@ -528,8 +534,9 @@ def section_engine(entry, ctx):
             row["fps"] = round(1000.0 / row["median_ms"], 2)
             row["stage_ms"] = {key: round(statistics.median(v), 2) for key, v in stage.items()}
             row["peak_mib"] = ctx.timer.peak_mib()
-            prop = getattr(engine._mode, "propagator", None)
-            row["tracks_held"] = len(prop.track_ids) if prop is not None else None
+            prop = getattr(engine._mode, "propagator", None) or getattr(engine._mode, "tracker", None)
+            ids = getattr(prop, "track_ids", None)
+            row["tracks_held"] = len(ids) if ids is not None else None
             tflop = FRAME_TFLOP["gmos_s"] if pipeline == "gmos_s" else FRAME_TFLOP["gmos_online"](k)
             peak = _peak_for(ctx, precision)
             if peak and not ctx.smoke:

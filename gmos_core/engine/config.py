@@ -7,10 +7,11 @@ from typing import Optional
 
 from gmos_core.io.stride import stride_from_fps
 
-MODES = ("gmos_s", "gmos_online", "gmos_offline")
+MODES = ("gmos_s", "gmos_online", "gmos_offline", "geometric")
 ANCHORS = ("center", "end")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DISCONTINUITY_POLICIES = ("reset", "raise")
+TRACKERS = ("auto", "sam2", "iou")
 
 
 class EngineConfigError(ValueError):
@@ -23,6 +24,8 @@ class EngineConfig:
 
     mode:            gmos_s (foreground prob + mask), gmos_online (proposer + causal propagator, MOS-I),
                      gmos_offline (files only: whole-video two-stage propagation, MOS + MOS-I at flush()).
+                     geometric (no weights: flow + two-view geometry on the CPU, gmos_core.geometric; options
+                     in ``extra["geometric"]``, a GeometricConfig or mapping; both anchors allowed).
     fps:             nominal frame rate of the stream. Sets the frame period used for timestamp matching and,
                      unless ``stride`` is given, the stride max(1, int(fps/8)) (official §7.1). None: estimated
                      from the median interval of the first ``fps_estimation_frames`` frames.
@@ -40,6 +43,10 @@ class EngineConfig:
                      pending frames and restarts the stream (``on_reset`` callbacks are told why);
                      "raise" = StreamDiscontinuity is raised and the caller decides.
     max_buffered_frames: hard cap on frames held (a safety net; the window alone bounds the buffer).
+    tracker:         how gmos_online/gmos_offline turn per-frame proposals into tracks: "sam2" (the SAM 2 video
+                     predictor, official), "iou" (gmos_core.tracking.IouTracker: mask IoU + Hungarian matching,
+                     needs no trained SAM 2 memory), "auto" = the models' own (sam2 for the official weights,
+                     iou for the shipped default model). ``extra["tracker_config"]`` may hold an IouTrackerConfig.
     """
 
     mode: str = "gmos_online"
@@ -56,6 +63,7 @@ class EngineConfig:
     on_discontinuity: str = "reset"
     max_buffered_frames: int = 256
     top_k: int = 20
+    tracker: str = "auto"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -66,6 +74,8 @@ class EngineConfig:
             raise bad("mode", f"one of {MODES}")
         if self.anchor not in ANCHORS:
             raise bad("anchor", f"one of {ANCHORS}")
+        if self.tracker not in TRACKERS:
+            raise bad("tracker", f"one of {TRACKERS}")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"one of {PRECISIONS}")
         if self.on_discontinuity not in DISCONTINUITY_POLICIES:
@@ -102,3 +112,19 @@ class EngineConfig:
     @property
     def half_window(self) -> int:
         return self.window_size // 2
+
+
+def head_kind(models) -> str:
+    """'gmos_s' or 'proposer': the head the models carry (stand-ins without ``head_kind`` are told by mode)."""
+    kind = getattr(models, "head_kind", None)
+    if kind is not None:
+        return kind
+    return "gmos_s" if getattr(models, "mode", None) == "gmos_s" else "proposer"
+
+
+def resolve_tracker(config: EngineConfig, models) -> str:
+    """The tracker a gmos_online/gmos_offline engine uses: the configured one, or for "auto" the models' own
+    (``EngineModels.default_tracker``: sam2 for the official weights, iou for the shipped default model)."""
+    if config.tracker != "auto":
+        return config.tracker
+    return getattr(models, "default_tracker", "sam2")

@@ -32,12 +32,19 @@ class EngineModels:
 
     anchor:      "center" (official weights) or "end"; where the segmented frame sits in its window.
     window_size: frames per Pi3 window the model was trained with.
-    description: human-readable summary, with a loud warning when weights are random.
+    description: human-readable summary naming the model, with a loud warning when weights are random.
+    head_kind:   "gmos_s" or "proposer" (the head the models carry).
+    default_tracker: what EngineConfig.tracker="auto" means: "sam2" (official weights) or "iou" (default model).
+    sam2_memory_trained: whether the SAM 2 video memory holds trained weights (False for the default model,
+                 whose SAM 2 checkpoint component is the image encoder only).
+    pixel_limit: the Pi3 pixel budget the model was trained with (None = the official 255000).
+    name:        the model's name (GMOS-format checkpoints), e.g. "gmos-default-s1".
     """
 
     def __init__(self, pi3, head, sam_features, *, mode: str, anchor: str = "center", window_size: int = 5,
                  description: str = "", random_weights: bool = False, device: str = "cpu",
-                 precision: str = "auto") -> None:
+                 precision: str = "auto", head_kind: Optional[str] = None, default_tracker: str = "sam2",
+                 sam2_memory_trained: bool = True, pixel_limit: Optional[int] = None, name: str = "") -> None:
         import torch
 
         self.pi3 = pi3.eval()
@@ -47,6 +54,11 @@ class EngineModels:
         self.anchor = anchor
         self.window_size = window_size
         self.random_weights = random_weights
+        self.head_kind = head_kind or ("gmos_s" if mode == "gmos_s" else "proposer")
+        self.default_tracker = default_tracker
+        self.sam2_memory_trained = sam2_memory_trained
+        self.pixel_limit = pixel_limit
+        self.name = name
         self.description = description + (f" — {RANDOM_WEIGHTS_WARNING}" if random_weights else "")
         self.device = torch.device(device)
         self.precision = precision
@@ -102,7 +114,7 @@ class EngineModels:
     def sam_inputs(self, frames: Sequence[np.ndarray]):
         from gmos_core.preprocess import sam2_image_tensor
 
-        return sam2_image_tensor(list(frames)).to(self.device)
+        return sam2_image_tensor(list(frames), self.sam.image_size).to(self.device)
 
     def sam_encode(self, images) -> list[dict]:
         """One SAM 2 image-encoder pass per frame; per-frame raw ``backbone_out`` (cached, shared with the
@@ -143,21 +155,67 @@ def build_engine_models(config, size: str = "full", weights: Optional[WeightPath
     """Build the models for ``config.mode``.
 
     size: "full" (official architecture) or "tiny" (small random configurations for tests/demos).
-    weights: official weight files; every file left None keeps random weights, which requires
-    ``allow_random=True`` and is announced in ``EngineModels.description`` (outputs are meaningless).
+    weights: weight files. With none at all (and not ``allow_random``) the shipped default model
+    (gmos_core/data/default_model/gmos_default.safetensors) is loaded; a GMOS-format checkpoint (metadata
+    ``gmos_format``, e.g. one retrained with training/) passed alone, as any of the three files, is loaded the
+    same way. Otherwise the files are the official ones, and every file left None keeps random weights, which
+    requires ``allow_random=True`` and is announced in ``EngineModels.description`` (outputs are meaningless).
     """
+    if config.mode == "geometric":  # weight-free (gmos_core.geometric): no files, no torch; weights are ignored
+        from gmos_core.geometric.engine import build_geometric_models
+
+        return build_geometric_models(config)
+    weights = weights or WeightPaths()
+    if size not in ("full", "tiny"):
+        raise ValueError(f"model size must be 'full' or 'tiny', got {size!r}")
+    given = [p for p in (weights.pi3, weights.sam2, weights.head) if p]
+    if size == "full":
+        from gmos_core.weights.default_model import is_gmos_format, require_default_model
+
+        for path in given:
+            _check_file(path, "model")
+        gmos_files = [p for p in given if is_gmos_format(p)]
+        if gmos_files and len(given) > 1:
+            raise ValueError(f"{gmos_files[0]} is a GMOS-format checkpoint holding a whole model; pass it alone "
+                             f"(e.g. --head-weights {gmos_files[0]}), not with other weight files")
+        if gmos_files:
+            return _build_gmos_format(config, gmos_files[0], weights)
+        if not given and not allow_random:
+            return _build_gmos_format(config, str(require_default_model()), weights)
+    return _build_official(config, size, weights, allow_random, seed)
+
+
+def _build_gmos_format(config, path: str, weights: WeightPaths) -> EngineModels:
+    """A whole model from one GMOS-format checkpoint (the shipped default model or a retrained one)."""
+    from gmos_core import models as M
+    from gmos_core.weights.default_model import build_gmos_format_models
+
+    if weights.sam2_config:
+        raise ValueError(f"--sam2-config cannot be combined with the GMOS-format checkpoint {path}: its SAM 2 "
+                         f"config is part of the model (its metadata)")
+    pi3, head, predictor, meta, description = build_gmos_format_models(path, device=config.device)
+    pi3.to(config.device)
+    head.to(config.device)
+    for module in (pi3, head):
+        for p in module.parameters():
+            p.requires_grad_(False)
+    return EngineModels(pi3, head, M.Sam2Features(predictor), mode=config.mode, anchor=meta.anchor,
+                        window_size=meta.window_size, description=description, random_weights=False,
+                        device=config.device, precision=config.precision, head_kind=meta.variant,
+                        default_tracker="iou", sam2_memory_trained=False, pixel_limit=meta.pixel_limit,
+                        name=meta.name)
+
+
+def _build_official(config, size: str, weights: WeightPaths, allow_random: bool, seed: int) -> EngineModels:
     import torch
 
     from gmos_core import models as M
 
-    weights = weights or WeightPaths()
-    if size not in ("full", "tiny"):
-        raise ValueError(f"model size must be 'full' or 'tiny', got {size!r}")
     missing = [name for name in ("pi3", "sam2", "head") if getattr(weights, name) is None]
     if missing and not allow_random:
         raise ValueError(
-            f"no weight file given for {missing}; pass the official weights, or allow_random=True "
-            f"(--model-size tiny / --random-weights) for meaningless test outputs"
+            f"no weight file given for {missing}; pass all three official weight files, none (the shipped default "
+            f"model), or allow_random=True (--tiny-random-model) for meaningless test outputs"
         )
     torch.manual_seed(seed)
     pi3 = M.build_pi3_encoder(size)
@@ -183,10 +241,16 @@ def build_engine_models(config, size: str = "full", weights: Optional[WeightPath
         for p in module.parameters():
             p.requires_grad_(False)
     random = bool(missing)
-    description = (f"{size} models (Pi3 {'from file' if weights.pi3 else 'random'}, "
-                   f"SAM 2 {os.path.basename(str(sam_config))} {'from file' if weights.sam2 else 'random'}, "
-                   f"{'GMOS-S' if config.mode == 'gmos_s' else 'GMOS proposer'} "
-                   f"{'from file' if weights.head else 'random'})")
+    if size == "tiny" and random and not any((weights.pi3, weights.sam2, weights.head)):
+        description = "tiny random test model (--tiny-random-model)"
+    else:
+        description = (f"official GMOS architecture (Pi3 {'from ' + str(weights.pi3) if weights.pi3 else 'random'}, "
+                       f"SAM 2 {os.path.basename(str(sam_config))} "
+                       f"{'from ' + str(weights.sam2) if weights.sam2 else 'random'}, "
+                       f"{'GMOS-S' if config.mode == 'gmos_s' else 'GMOS proposer'} "
+                       f"{'from ' + str(weights.head) if weights.head else 'random'})")
+        if size == "tiny":
+            description = "tiny " + description
     return EngineModels(pi3, head, M.Sam2Features(predictor), mode=config.mode, anchor="center",
                         window_size=5, description=description, random_weights=random,
                         device=config.device, precision=config.precision)

@@ -237,5 +237,15 @@ class OnlineHandler(ModeHandler):
 
 
 def make_mode_handler(config, models) -> ModeHandler:
+    if config.mode == "geometric":
+        from gmos_core.geometric.engine import GeometricHandler
+
+        return GeometricHandler(config, models)
+    from gmos_core.engine.config import resolve_tracker
+
+    if config.mode in ("gmos_online", "gmos_offline") and resolve_tracker(config, models) == "iou":
+        from gmos_core.engine.iou_modes import IouOfflineHandler, IouTrackedHandler
+
+        return (IouTrackedHandler if config.mode == "gmos_online" else IouOfflineHandler)(config, models)
     return {"gmos_s": GmosSHandler, "gmos_online": OnlineHandler, "gmos_offline": OfflineHandler}[config.mode](
         config, models)

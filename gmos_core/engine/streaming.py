@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from gmos_core.engine.config import EngineConfig, EngineConfigError
+from gmos_core.engine.config import EngineConfig, EngineConfigError, head_kind, resolve_tracker
 from gmos_core.engine.modes import make_mode_handler
 from gmos_core.engine.result import FrameIdentity, FrameResult
 from gmos_core.engine.window import decidable, select_window, window_offsets
@@ -80,13 +80,7 @@ class StreamingEngine:
                 f"EngineConfig.window_size={config.window_size} but the models were trained with "
                 f"{getattr(models, 'window_size', None)}-frame windows"
             )
-        if getattr(models, "mode", config.mode) != config.mode and not (
-            {getattr(models, "mode"), config.mode} <= {"gmos_online", "gmos_offline"}
-        ):
-            raise EngineConfigError(
-                f"EngineConfig.mode={config.mode!r} needs a {'GMOS-S' if config.mode == 'gmos_s' else 'proposer'} "
-                f"head, but the models were built for mode {getattr(models, 'mode')!r}"
-            )
+        _check_head_and_tracker(config, models)
         self.config = config
         self.models = models
         self.offsets = window_offsets(config.window_size, config.anchor)
@@ -256,6 +250,8 @@ class StreamingEngine:
                 self._done[index] = result
 
     def _run_batch(self, jobs: list[WindowJob]):
+        if getattr(self.models, "weight_free", False):  # geometric mode: its handler does all the work
+            return self._mode.process(jobs, None, None, jobs[0].frame.rgb.shape[:2])
         import torch
 
         models = self.models
@@ -332,6 +328,26 @@ class StreamingEngine:
         height, width = self._image_shape[:2]
         return FrameResult(frame=identity, mode=self.config.mode, labels=np.zeros((height, width), np.uint16),
                            dynamic_mask=np.zeros((height, width), bool), skipped=True, skip_reason=reason)
+
+
+def _check_head_and_tracker(config: EngineConfig, models) -> None:
+    """The mode needs a head the models have, and a tracker they can run (EngineConfigError otherwise)."""
+    if config.mode not in ("gmos_s", "gmos_online", "gmos_offline"):
+        return  # modes without a learned head check their own needs
+    kind = head_kind(models)
+    described = getattr(models, "description", "") or "the models"
+    if config.mode == "gmos_s":
+        if kind != "gmos_s":
+            raise EngineConfigError(f"EngineConfig.mode='gmos_s' needs a GMOS-S head, but {described} has a "
+                                    f"{kind} head; use mode gmos_online")
+        return
+    tracker = resolve_tracker(config, models)
+    if tracker == "sam2" and kind != "proposer":
+        raise EngineConfigError(f"EngineConfig.tracker='sam2' tracks proposer proposals, but {described} has a "
+                                f"{kind} head; use tracker 'iou' (or 'auto')")
+    if tracker == "sam2" and not getattr(models, "sam2_memory_trained", True):
+        raise EngineConfigError(f"EngineConfig.tracker='sam2' needs the SAM 2 video-memory weights of the official "
+                                f"checkpoint, which {described} does not have; use tracker 'iou' (or 'auto')")
 
 
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:

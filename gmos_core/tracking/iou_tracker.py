@@ -52,8 +52,8 @@ class IouTrackerConfig:
     max_missed_frames:  consecutive frames a track may go unmatched and still come back with its id.
     birth_motion:       a proposal starts a track only when its motion probability is above this (official
                         ``motion_thres`` 0.5).
-    birth_min_iou:      ... and its predicted IoU is above this (the official propagator seeds at 0.7; 0 here
-                        because a small model's IoU head is not calibrated).
+    birth_min_iou:      ... and its predicted IoU is above this (the official propagator seeds at 0.7); 0 = no
+                        requirement (the default: a small model's IoU head is not calibrated, may even be < 0).
     moving_on / moving_off: hysteresis thresholds on the smoothed motion probability (off < on).
     motion_smoothing:   weight of the newest frame's motion probability in the per-track average (1 = none).
     min_area_fraction:  proposals smaller than this fraction of the frame are ignored (noise).
@@ -266,7 +266,7 @@ class IouTracker:
         for p in range(len(masks)):
             if p in matched or len(self._tracks) >= cfg.max_tracks:
                 continue
-            if motions[p] > cfg.birth_motion and ious[p] > cfg.birth_min_iou:
+            if motions[p] > cfg.birth_motion and (cfg.birth_min_iou == 0 or ious[p] > cfg.birth_min_iou):
                 track = self._birth(masks[p], boxes[p], float(motions[p]), float(ious[p]))
                 born.append(track.track_id)
                 seen.append((track, masks[p]))

@@ -212,8 +212,9 @@ class NodeCore:
         """Build the engine (load weights, warm up) if not built yet."""
         if self.engine is None:
             self.engine = self._engine_factory(self.params)
+            model = getattr(getattr(self.engine, "models", None), "description", "") or "?"
             self.log.info(f"GMOS engine ready: mode={self.params.mode} device={self.params.device} "
-                          f"window={self.params.window_size}")
+                          f"window={self.params.window_size} model: {model}")
 
     def deactivate(self) -> None:
         """Stop the worker, drop queued frames and the engine (frees its GPU memory)."""

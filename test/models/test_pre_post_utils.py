@@ -96,3 +96,73 @@ def test_labeler_rejects_mismatched_frames():
         lab.add(np.zeros((3, 5, 4), np.float32), np.zeros(3), np.zeros(3))
     labels = lab.finalize()  # all logits 0 -> nothing beats the threshold -> background only
     assert labels.seq_annos.max() == 0 and labels.label_slots.size == 0
+
+
+# ---- mutation checks: the comparisons above must reject the known pitfalls ----------------------------
+
+def _sam2_transform_max_diff(utils_tensors, case) -> float:
+    r = {k.split("/")[-1]: v for k, v in utils_tensors.items() if k.startswith(f"sam2_transform/{case}/")}
+    out = sam2_image_tensor(r["input_u8"].numpy())
+    return max(float((out[0, ::4, ::4] - r["ch0_sub4"]).abs().max()),
+               float((out[:, 517, :] - r["row517"]).abs().max()),
+               float((out[:, :, 333] - r["col333"]).abs().max()))
+
+
+@pytest.mark.parametrize("forced", [dict(mode="bilinear", align_corners=False, antialias=False),
+                                    dict(mode="bicubic", align_corners=False, antialias=True),
+                                    dict(mode="bilinear", align_corners=True, antialias=True)],
+                         ids=["no_antialias", "bicubic", "align_corners"])
+def test_sam2_resize_pitfalls_break_parity(utils_tensors, monkeypatch, forced):
+    """torchvision's Resize is bilinear + antialias, align_corners False. Measured: the real resize matches
+    the fixture within 1.2e-7 (atol 1e-6 above); each mutant misses it by far more on the 1500x40 case (its
+    width is downsampled, where antialias matters)."""
+    real_interpolate = torch.nn.functional.interpolate
+    monkeypatch.setattr(torch.nn.functional, "interpolate",
+                        lambda x, size=None, **_ignored: real_interpolate(x, size=size, **forced))
+    assert _sam2_transform_max_diff(utils_tensors, "wide_1500x40") > 1e-6
+
+
+def test_pi3_resize_filter_pitfall_breaks_parity(fixtures_dir, monkeypatch):
+    """PIL Lanczos is the official filter; bicubic (a common substitute) changes the Pi3 input."""
+    import PIL.Image
+
+    import gmos_core.preprocess as preprocess
+
+    monkeypatch.setattr(PIL.Image, "LANCZOS", PIL.Image.BICUBIC)  # pi3_resize reads it at call time
+    src = np.array(Image.open(fixtures_dir / "utils" / "lanczos_input_854x480.png").convert("RGB"))
+    ref = np.array(Image.open(fixtures_dir / "utils" / "lanczos_output_672x378.png").convert("RGB"))
+    assert not np.array_equal(preprocess.pi3_resize(src, (378, 672)), ref)
+
+
+def _last_max_on_ties(x, threshold):
+    """get_numpy_hard_max with the tie-break flipped (last maximum wins) - real code on reversed channels."""
+    return get_numpy_hard_max(x[::-1], threshold)[::-1]
+
+
+def _max_at_least_threshold(x, threshold):
+    """Keeps pixels whose max equals the threshold (>= instead of >): inputs are quantised to 0.5 steps."""
+    return get_numpy_hard_max(x, threshold - 0.25)
+
+
+@pytest.mark.parametrize("mutant", [_last_max_on_ties, _max_at_least_threshold], ids=["last_max", "ge_threshold"])
+@pytest.mark.parametrize("threshold", ["0", "0.5"])
+def test_hard_max_pitfalls_break_parity(utils_json, mutant, threshold):
+    """The fixture holds exact ties and exact threshold values, so a different tie-break or comparison is
+    caught by the exact check of test_get_numpy_hard_max."""
+    section = utils_json["get_numpy_hard_max"]
+    x = np.array(section["input"], dtype=np.float32)
+    expected = np.array(section[f"threshold_{threshold}"], dtype=np.float32)
+    np.testing.assert_array_equal(get_numpy_hard_max(x, float(threshold)), expected)  # the real one passes
+    assert not np.array_equal(mutant(x, float(threshold)), expected)
+
+
+def test_slot_map_tie_break_pitfall_breaks_parity(utils_json):
+    """hard_max_slots (the memory-light form the labeller uses) with a last-max tie-break differs too."""
+    x = np.array(utils_json["get_numpy_hard_max"]["input"], dtype=np.float32)
+    expected = np.array(utils_json["get_numpy_hard_max"]["threshold_0"], dtype=np.float32)
+    real = hard_max_slots(x, 0.0)
+    flipped = hard_max_slots(x[::-1], 0.0)
+    flipped = np.where(flipped >= 0, x.shape[0] - 1 - flipped, -1)
+    want = np.where(expected.sum(0) > 0, expected.argmax(0), -1)
+    np.testing.assert_array_equal(real, want)
+    assert not np.array_equal(flipped, want)

@@ -48,6 +48,7 @@ class GeometricModels:
     default_tracker = "iou"
     name = "geometric"
     predictor = None
+    pixel_limit = None  # no Pi3 budget: the internal resolution is GeometricConfig.internal_pixels
 
     def __init__(self, geometric: GeometricConfig, anchor: str = "center", window_size: int = 5) -> None:
         import cv2  # fail here, with the install hint, rather than at the first frame

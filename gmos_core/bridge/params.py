@@ -133,6 +133,12 @@ PARAMETER_SPECS: tuple[ParamSpec, ...] = (
               value_range=(2, 10000, 1)),
     ParamSpec("enabled", True, "start enabled (see the 'enable' service)", read_only=False),
     ParamSpec("autostart", True, "configure and activate the lifecycle node at start"),
+    # GPU deployment (docs/gpu.md)
+    ParamSpec("engine_cache_dir", "", "folder of cached TensorRT engines (built from the ONNX export on first "
+              "use, keyed by GPU, TensorRT version, input size, precision and weights); empty = PyTorch only"),
+    ParamSpec("warmup_frames", 0, "synthetic frames pushed through the engine at activate (first-call costs, "
+              "engine builds) before real frames; 0 = none", value_range=(0, 100, 1)),
+    ParamSpec("warmup_image_size", "640x480", "WIDTHxHEIGHT of the warm-up frames (use the camera's size)"),
 )
 SPECS_BY_NAME: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETER_SPECS}
 
@@ -175,6 +181,9 @@ class NodeParams:
     stats_window: int = 100
     enabled: bool = True
     autostart: bool = True
+    engine_cache_dir: str = ""
+    warmup_frames: int = 0
+    warmup_image_size: str = "640x480"
 
     def __post_init__(self) -> None:
         for spec in PARAMETER_SPECS:
@@ -187,6 +196,12 @@ class NodeParams:
                           DeprecationWarning, stacklevel=3)
             object.__setattr__(self, "mode", self.model)
             object.__setattr__(self, "model", "")  # consumed: replace() must not warn again
+        from gmos_core.export.runtime import parse_image_size
+
+        try:
+            parse_image_size(self.warmup_image_size)
+        except ValueError as exc:
+            raise ParameterError(f"parameter 'warmup_image_size': {exc}") from None
         device = self.device
         if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
             raise ParameterError(f"parameter 'device' = {device!r}; expected 'cpu', 'cuda' or 'cuda:N'")

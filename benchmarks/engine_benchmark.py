@@ -18,7 +18,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("video")
     parser.add_argument("--modes", default="gmos_s,gmos_online,gmos_offline")
-    parser.add_argument("--model-size", default="tiny", choices=("tiny", "full"))
+    parser.add_argument("--model-size", default="tiny", choices=("tiny", "full", "default"),
+                        help="tiny: tiny random test model; full: official architecture (random unless weight flags "
+                        "are passed through); default: the shipped default model")
     parser.add_argument("--frames", type=int, default=7)
     parser.add_argument("--stride", type=int, default=1)
     parser.add_argument("--out", default=None, help="append one JSON line per mode here")
@@ -27,8 +29,9 @@ def main() -> int:
     rows = []
     for mode in args.modes.split(","):
         with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
-            cmd = [sys.executable, "-m", "gmos_core", "benchmark", args.video, "--mode", mode, "--model-size",
-                   args.model_size, "--frames", str(args.frames), "--stride", str(args.stride), "--json", tmp.name,
+            model_flags = {"tiny": ["--tiny-random-model"], "full": ["--random-full-model"], "default": []}
+            cmd = [sys.executable, "-m", "gmos_core", "benchmark", args.video, "--mode", mode,
+                   *model_flags[args.model_size], "--frames", str(args.frames), "--stride", str(args.stride), "--json", tmp.name,
                    *extra]
             print("+", " ".join(cmd), file=sys.stderr, flush=True)
             proc = subprocess.run(cmd, stdout=subprocess.DEVNULL)

@@ -20,17 +20,25 @@ def engine_config(params: NodeParams) -> Any:
         precision=params.precision,
         batch_size=1,  # lowest latency: one segmented frame at a time
         on_discontinuity="reset",  # NodeCore resets first (with a warning); this is the safety net
+        tracker=params.tracker,
     )
 
 
 def build_engine(params: NodeParams) -> Any:
-    """Build the models (official weights, or the tiny random test model) and the streaming engine.
+    """Build the models and the streaming engine: the official weights (all three files), a GMOS-format
+    checkpoint given alone, the tiny random test model (``tiny_random_model``: meaningless outputs), or with no
+    weight file at all the shipped default model.
 
-    Missing weight files raise FileNotFoundError naming the file; with ``tiny_random_model`` every
-    weight path may be empty and the outputs are meaningless (pipeline tests only).
+    The window anchor comes from the model (a property of its training). ``pixel_limit`` left at its default
+    means the model's own budget (the default model's metadata; 255000 for the official weights). Missing weight
+    files raise FileNotFoundError naming the file.
     """
+    import dataclasses
+
     from gmos_core.engine.models import WeightPaths, build_engine_models
     from gmos_core.engine.streaming import StreamingEngine
+
+    from .params import SPECS_BY_NAME
 
     config = engine_config(params)
     weights = WeightPaths(
@@ -41,4 +49,12 @@ def build_engine(params: NodeParams) -> Any:
     )
     size = "tiny" if params.tiny_random_model else "full"
     models = build_engine_models(config, size=size, weights=weights, allow_random=params.tiny_random_model)
-    return StreamingEngine(config, models)
+    changes: dict[str, Any] = {"anchor": models.anchor}
+    if models.pixel_limit and params.pixel_limit == SPECS_BY_NAME["pixel_limit"].default:
+        changes["pixel_limit"] = models.pixel_limit
+    from gmos_core.export.runtime import accelerate_models, warm_up
+
+    models = accelerate_models(models, params)  # TensorRT engines with an engine_cache_dir, else PyTorch (docs/gpu.md)
+    engine = StreamingEngine(dataclasses.replace(config, **changes), models)
+    warm_up(engine, params)  # warmup_frames synthetic frames at activate, then a fresh stream
+    return engine

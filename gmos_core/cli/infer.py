@@ -8,15 +8,19 @@ import sys
 import time
 from pathlib import Path
 
-MODES = ("gmos_s", "gmos_online", "gmos_offline")
+from gmos_core.cli.model_args import add_model_arguments, check_model_choice, resolved_mode, weight_paths
+
+MODES = ("gmos_s", "gmos_online", "gmos_offline", "geometric")
+
+
+def _layout_mode(mode: str) -> str:
+    """The output layout a mode writes: the geometric mode writes MOS-I outputs, as gmos_online does."""
+    return "gmos_online" if mode == "geometric" else mode
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", help=".mp4 files, frame folders (.jpg/.jpeg/.png), or folders of those")
     parser.add_argument("--save-dir", "-o", required=True, help="output root (official layout below it)")
-    parser.add_argument("--mode", choices=MODES, default="gmos_offline",
-                        help="gmos_offline: official two-stage propagation (mos-i + mos); gmos_online: causal "
-                             "streaming tracker (mos-i); gmos_s: foreground/background (prob, mask)")
     parser.add_argument("--fps", type=float, default=None,
                         help="frame rate: sets the stride max(1, int(fps/8)) unless --stride is given; required "
                              "(or --stride) for frame folders; default for mp4: the file's metadata")
@@ -25,26 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'+'-joined outputs: GMOS 'mask', 'mp4' (default mask); GMOS-S 'prob', 'mask', 'mp4' "
                              "(default prob)")
     parser.add_argument("--batch-size", type=int, default=8, help="segmented frames per forward pass")
-    parser.add_argument("--model-size", choices=("full", "tiny"), default="full",
-                        help="tiny = small RANDOM models for tests (outputs are meaningless)")
-    parser.add_argument("--random-weights", action="store_true",
-                        help="allow random weights for any file not given (outputs are meaningless)")
-    parser.add_argument("--pi3-ckpt", help="Pi3 weights (.safetensors, or .pt/.pth read with weights_only=True)")
-    parser.add_argument("--sam2-ckpt", help="SAM 2.1 checkpoint (sam2.1_hiera_large.pt or .safetensors)")
-    parser.add_argument("--gmos-ckpt", help="GMOS proposer checkpoint (gmos modes) or GMOS-S checkpoint (gmos_s)")
-    parser.add_argument("--allow-unsafe-pickle", action="store_true",
-                        help="fully unpickle .pt/.pth checkpoints that weights_only loading rejects (can execute "
-                             "code: trusted files only)")
-    parser.add_argument("--sam2-config", default=None,
-                        help="SAM 2 config: packaged name (configs/sam2.1/sam2.1_hiera_l.yaml) or YAML path")
-    parser.add_argument("--pixel-limit", type=int, default=255_000, help="Pi3 pixel budget (official 255000)")
-    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                        help="encoder precision (auto: CUDA bf16/fp16 autocast, CPU fp32)")
+    parser.add_argument("--pixel-limit", type=int, default=None,
+                        help="Pi3 pixel budget (default: the model's own; official 255000)")
     parser.add_argument("--max-frames", type=int, default=None, help="only the first N frames of each input")
     parser.add_argument("--seed", type=int, default=0, help="seed for random weights")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_model_arguments(parser, MODES, "gmos_offline",
+                        "gmos_offline: official two-stage propagation (mos-i + mos); gmos_online: causal streaming "
+                        "tracker (mos-i); gmos_s: foreground/background (prob, mask); geometric: weight-free two-view "
+                        "geometry on the CPU (mos-i)")
 
 
 def _mos_i_labels(result):
@@ -73,7 +67,8 @@ def timing_summary(name: str, timings: list[dict], num_frames: int, wall_s: floa
     """One line: frames, wall time, mean ms/frame per stage over the segmented frames."""
     import numpy as np
 
-    parts = [f"{s} {np.mean([t.get(s, 0.0) for t in timings]):.1f}" for s in STAGES] if timings else []
+    stages = STAGES if not timings or "pi3_encoder" in timings[0] else list(timings[0])  # geometric: its own
+    parts = [f"{s} {np.mean([t.get(s, 0.0) for t in timings]):.1f}" for s in stages] if timings else []
     rate = num_frames / wall_s if wall_s > 0 else float("inf")
     return f"[{name}] {num_frames} frames in {wall_s:.1f} s ({rate:.2f} frames/s); ms/frame: " + ", ".join(parts)
 
@@ -134,19 +129,22 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from gmos_core.engine import EngineConfig, StreamingEngine
-    from gmos_core.engine.models import WeightPaths, build_engine_models
+    from gmos_core.engine.models import build_engine_models
     from gmos_core.io import discover_sources, resolve_fps_stride
     from gmos_core.io.layout import DEFAULT_SAVE_MODE, SequenceOutputWriter, parse_save_mode
 
     from gmos_core.cli.devices import check_device
 
+    args.mode = resolved_mode(args)
     try:
+        check_model_choice(args)
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         if args.threads:
             torch.set_num_threads(args.threads)
         check_device(args.device)
-        tokens = parse_save_mode(args.save_mode or DEFAULT_SAVE_MODE[args.mode], args.mode)
+        layout = _layout_mode(args.mode)
+        tokens = parse_save_mode(args.save_mode or DEFAULT_SAVE_MODE[layout], layout)
         save_dir = Path(args.save_dir)
         if save_dir.exists() and not save_dir.is_dir():
             raise NotADirectoryError(f"--save-dir {save_dir} is an existing file; expected a folder (new or existing)")
@@ -172,32 +170,38 @@ def run(args: argparse.Namespace) -> int:
         print(f"gmos infer: {exc}", file=sys.stderr)
         return 2
 
-    random_ok = args.random_weights or args.model_size == "tiny"
-    weights = WeightPaths(pi3=args.pi3_ckpt, sam2=args.sam2_ckpt, head=args.gmos_ckpt, sam2_config=args.sam2_config,
-                          allow_unsafe_pickle=args.allow_unsafe_pickle)
     try:
-        base = EngineConfig(mode=args.mode, pixel_limit=args.pixel_limit, device=args.device,
-                            precision=args.precision, batch_size=args.batch_size, fps=30.0,
+        if args.pixel_limit is not None:
+            EngineConfig(pixel_limit=args.pixel_limit)  # refuses a bad budget before any model is loaded
+        base = EngineConfig(mode=args.mode, pixel_limit=args.pixel_limit or 255_000, device=args.device,
+                            precision=args.precision, batch_size=args.batch_size, fps=30.0, tracker=args.tracker,
                             extra={"progress": not args.quiet})
-        models = build_engine_models(base, args.model_size, weights, allow_random=random_ok, seed=args.seed)
+        models = build_engine_models(base, "tiny" if args.tiny_random_model else "full", weight_paths(args),
+                                     allow_random=args.tiny_random_model, seed=args.seed)
+        pixel_limit = args.pixel_limit if args.pixel_limit is not None else (models.pixel_limit or 255_000)
+        # The anchor and window are properties of the trained weights; building an engine once here refuses a
+        # mode/tracker the model cannot run (e.g. --tracker sam2 with the default model) before any input is read.
+        StreamingEngine(EngineConfig(mode=args.mode, fps=30.0, anchor=models.anchor, window_size=models.window_size,
+                                     pixel_limit=pixel_limit, tracker=args.tracker, device=args.device), models)
     except (ValueError, FileNotFoundError) as exc:
         print(f"gmos infer: {exc}", file=sys.stderr)
         return 2
-    print(f"gmos infer: {models.description}", file=sys.stderr)
+    print(f"gmos infer: model: {models.description}", file=sys.stderr)
     if models.random_weights:
         print("gmos infer: WARNING: RANDOM WEIGHTS — these outputs are meaningless", file=sys.stderr)
 
     failures = []
     for source, stride, stamp_fps, out_fps in plans:
-        config = EngineConfig(mode=args.mode, fps=stamp_fps, stride=stride, pixel_limit=args.pixel_limit,
+        config = EngineConfig(mode=args.mode, fps=stamp_fps, stride=stride, pixel_limit=pixel_limit,
+                              anchor=models.anchor, window_size=models.window_size, tracker=args.tracker,
                               device=args.device, precision=args.precision, batch_size=args.batch_size,
-                              max_buffered_frames=max(256, 5 * stride + args.batch_size),
+                              max_buffered_frames=max(256, models.window_size * stride + args.batch_size),
                               extra={"progress": not args.quiet})
         engine = StreamingEngine(config, models)
-        writer = SequenceOutputWriter(args.save_dir, args.mode, tokens, source.name, out_fps)
+        writer = SequenceOutputWriter(args.save_dir, layout, tokens, source.name, out_fps)
         start = time.perf_counter()
         try:
-            count, timings = run_sequence(source, engine, writer, args.mode, stamp_fps, args.max_frames,
+            count, timings = run_sequence(source, engine, writer, layout, stamp_fps, args.max_frames,
                                           not args.quiet)
         except (ValueError, OSError) as exc:  # bad input data (corrupt video/frame, size change): next input
             writer.close()

@@ -15,27 +15,24 @@ from typing import Any, Callable
 
 UNTRAINED_BANNER = (
     "*** UNTRAINED MODEL: tiny random-weights configuration: masks are meaningless; "
-    "pass --pi3-weights/--sam2-checkpoint/--head-weights for the official model ***"
+    "leave out --tiny-random-model for the shipped default model ***"
 )
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Model flags shared by `gmos replay` and `gmos demo`."""
-    group = parser.add_argument_group("model")
-    group.add_argument("--model", choices=("gmos_online", "gmos_s"), default="gmos_online",
-                       help="gmos_online: instances + motion state (default); gmos_s: foreground only")
-    group.add_argument("--pi3-weights", default=None, help="Pi3 encoder weights (.safetensors)")
-    group.add_argument("--sam2-checkpoint", default=None, help="SAM 2.1 Hiera-L checkpoint")
-    group.add_argument("--head-weights", default=None, help="GMOS proposer / GMOS-S head weights (.safetensors)")
-    group.add_argument("--tiny-random-model", action="store_true",
-                       help="tiny randomly initialised model (no weights needed; masks are meaningless)")
-    group.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:N); default cpu")
-    group.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
-                       help="encoder precision: auto = bf16/fp16 autocast on CUDA as the official code, fp32 on CPU")
-    group.add_argument("--sam2-config", default=None,
-                       help="SAM 2 config (packaged name or YAML path); default: the model's own")
-    group.add_argument("--pixel-limit", type=int, default=255000,
-                       help="Pi3 pixel budget per frame (the paper's 255000; the official weights were trained with it)")
+    """Model flags shared by `gmos replay` and `gmos demo` (the vocabulary of gmos_core.cli.model_args, the
+    node's modes) plus the node's stream settings."""
+    from gmos_core.bridge import params as node_params
+    from gmos_core.cli.model_args import add_model_arguments as add_shared
+
+    modes = getattr(node_params, "MODES", None) or node_params.MODELS
+    group = add_shared(parser, tuple(modes), "gmos_online",
+                       "gmos_online: instances + motion state; gmos_s: foreground only"
+                       + ("; geometric: weight-free baseline" if "geometric" in modes else ""),
+                       unsafe_pickle=False, old_mode_flag=True)
+    group.add_argument("--pixel-limit", type=int, default=None,
+                       help="Pi3 pixel budget per frame (default: the model's own; the paper's 255000 for the "
+                       "official weights)")
     group.add_argument("--fps", type=float, default=None,
                        help="nominal frame rate (sets the window stride); default: estimated from the stamps")
 
@@ -70,10 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def node_params_from_args(args: argparse.Namespace) -> Any:
-    from gmos_core.bridge.params import NodeParams
+    from gmos_core.bridge.params import SPECS_BY_NAME, NodeParams
+    from gmos_core.cli.model_args import resolved_mode
 
-    return NodeParams(
-        mode=getattr(args, "mode", None) or args.model,
+    values = dict(
+        mode=resolved_mode(args),
         pi3_weights=args.pi3_weights or "",
         head_weights=args.head_weights or "",
         sam2_checkpoint=args.sam2_checkpoint or "",
@@ -82,26 +80,27 @@ def node_params_from_args(args: argparse.Namespace) -> Any:
         sam2_config=getattr(args, "sam2_config", None) or "",
         precision=args.precision or "auto",
         fps=float(args.fps or 0.0),
-        pixel_limit=int(getattr(args, "pixel_limit", 255000)),
+        # None = the model's own budget (engine_factory reads the parameter's default that way)
+        pixel_limit=int(args.pixel_limit if getattr(args, "pixel_limit", None) is not None
+                        else SPECS_BY_NAME["pixel_limit"].default),
         use_camera_info=bool(getattr(args, "camera_info_topic", None)),
         use_depth=bool(getattr(args, "depth_topic", None)),
         instance_mask_encoding=getattr(args, "instance_mask_encoding", "mono16"),
         publish_debug_image=bool(getattr(args, "debug_image", False)),
         sync_slop_s=float(getattr(args, "sync_slop", 0.01)),
     )
+    if "tracker" in SPECS_BY_NAME:
+        values["tracker"] = getattr(args, "tracker", "auto")
+    return NodeParams(**values)
 
 
 def check_model_choice(params: Any) -> None:
-    weights = [params.pi3_weights, params.sam2_checkpoint, params.head_weights]
-    if params.tiny_random_model:
-        if any(weights):
-            raise ValueError("--tiny-random-model cannot be combined with weight files")
-        return
-    if not all(weights):
-        raise ValueError(
-            "no model weights given: pass --pi3-weights, --sam2-checkpoint and --head-weights (the official "
-            "model), or --tiny-random-model for a pipeline check with meaningless masks"
-        )
+    """Weight parameters: all three official files, one GMOS-format checkpoint, none (the shipped default model),
+    or the tiny random model without files. ValueError names what was wrong."""
+    from gmos_core.cli.model_args import check_model_choice as check
+
+    check(argparse.Namespace(pi3_weights=params.pi3_weights, sam2_checkpoint=params.sam2_checkpoint,
+                             head_weights=params.head_weights, tiny_random_model=params.tiny_random_model))
 
 
 def node_maker(params: Any, build_engine: Callable[[Any], Any]) -> Callable[[Callable[[], int]], Any]:
@@ -118,9 +117,12 @@ def node_maker(params: Any, build_engine: Callable[[Any], Any]) -> Callable[[Cal
 
 
 def model_description(params: Any) -> str:
-    if params.tiny_random_model:
-        return f"{params.mode}, tiny random weights (UNTRAINED: masks are meaningless)"
-    return f"{params.mode}, weights {params.pi3_weights}, {params.sam2_checkpoint}, {params.head_weights}"
+    """The model a NodeParams selects, named as every output shows it (read from the checkpoint's metadata
+    without building the models)."""
+    from gmos_core.cli.model_args import describe_model
+
+    return describe_model(params.mode, getattr(params, "tracker", "auto"), params.tiny_random_model,
+                          params.pi3_weights, params.sam2_checkpoint, params.head_weights)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -163,11 +165,11 @@ def run(args: argparse.Namespace) -> int:
 
             evaluate = make_evaluator(gt_dir=Path(args.gt_dir) if args.gt_dir else None,
                                       gt_bag=Path(args.gt_bag or args.in_bag), gt_topic=args.gt_topic)
-        if params.tiny_random_model:
-            print(UNTRAINED_BANNER, file=sys.stderr)
+        description = model_description(params)
+        print(UNTRAINED_BANNER if params.tiny_random_model else f"model: {description}", file=sys.stderr)
         summary = replay_bag(
             Path(args.in_bag), out, options, node_maker(params, build_engine),
-            artefacts=artefacts, progress=not args.no_progress, model_description=model_description(params),
+            artefacts=artefacts, progress=not args.no_progress, model_description=description,
             evaluate=evaluate, handle_signals=True,
         )
     except (BagInputError, BagWriteError, BagRecoveryError, ValueError, FileNotFoundError) as exc:

@@ -8,7 +8,7 @@ from PIL import Image
 
 from gmos_core.cli.main import main
 
-TINY = ["--model-size", "tiny", "--quiet", "--pixel-limit", "3000", "--batch-size", "2"]
+TINY = ["--tiny-random-model", "--quiet", "--pixel-limit", "3000", "--batch-size", "2"]
 
 
 def _frames(folder, sizes):

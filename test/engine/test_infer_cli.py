@@ -18,7 +18,7 @@ def run_cli(argv):
 def test_gmos_s_on_real_video_writes_official_layout(shared_dir, tmp_path, capsys):
     video = shared_dir / "data" / "videos" / "dog.mp4"
     out = tmp_path / "out"
-    rc = run_cli([str(video), "-o", str(out), "--mode", "gmos_s", "--model-size", "tiny", "--max-frames", "3",
+    rc = run_cli([str(video), "-o", str(out), "--mode", "gmos_s", "--tiny-random-model", "--max-frames", "3",
                   "--pixel-limit", "3000", "--save-mode", "prob+mask+mp4", "--batch-size", "2", "--quiet"])
     assert rc == 0
     err = capsys.readouterr().err
@@ -50,7 +50,7 @@ def _frame_folder(root, n=5, size=(48, 36)):
 def test_offline_on_frame_folder_writes_mos_and_mos_i(tmp_path, capsys):
     seq = _frame_folder(tmp_path / "in" / "walk")
     out = tmp_path / "out"
-    rc = run_cli([str(tmp_path / "in"), "-o", str(out), "--mode", "gmos_offline", "--model-size", "tiny",
+    rc = run_cli([str(tmp_path / "in"), "-o", str(out), "--mode", "gmos_offline", "--tiny-random-model",
                   "--stride", "1", "--pixel-limit", "2000", "--save-mode", "mask+mp4", "--quiet"])
     assert rc == 0
     for stream in ("mos-i", "mos"):
@@ -64,12 +64,12 @@ def test_offline_on_frame_folder_writes_mos_and_mos_i(tmp_path, capsys):
 
 def test_bad_arguments_fail_clearly(tmp_path, capsys):
     seq = _frame_folder(tmp_path / "seq", n=2)
-    assert run_cli([str(seq), "-o", str(tmp_path / "o"), "--model-size", "tiny"]) == 2
+    assert run_cli([str(seq), "-o", str(tmp_path / "o"), "--tiny-random-model"]) == 2
     assert "--fps or --stride" in capsys.readouterr().err
     assert run_cli([str(seq), "-o", str(tmp_path / "o"), "--fps", "24", "--mode", "gmos_s", "--save-mode", "mos"]) == 2
     assert "--save-mode" in capsys.readouterr().err
-    assert run_cli([str(seq), "-o", str(tmp_path / "o"), "--fps", "24"]) == 2  # full size needs weights
-    assert "no weight file given" in capsys.readouterr().err
+    assert run_cli([str(seq), "-o", str(tmp_path / "o"), "--fps", "24", "--pi3-weights", str(seq / "f000.jpg")]) == 2
+    assert "weight files given for --pi3-weights but not --sam2-checkpoint, --head-weights" in capsys.readouterr().err
     assert run_cli([str(tmp_path / "missing"), "-o", str(tmp_path / "o"), "--fps", "24"]) == 2
 
 
@@ -78,7 +78,7 @@ def test_batch_size_does_not_change_outputs(tmp_path):
     pngs = {}
     for batch in (1, 3):
         out = tmp_path / f"out{batch}"
-        assert run_cli([str(seq), "-o", str(out), "--mode", "gmos_s", "--model-size", "tiny", "--stride", "1",
+        assert run_cli([str(seq), "-o", str(out), "--mode", "gmos_s", "--tiny-random-model", "--stride", "1",
                         "--pixel-limit", "2000", "--save-mode", "prob+mask", "--batch-size", str(batch),
                         "--quiet"]) == 0
         pngs[batch] = [np.array(Image.open(out / "prob" / "clip" / f"{i:05d}.png")).astype(int) for i in range(5)]

@@ -53,7 +53,7 @@ def test_replay_refuses_non_positive_fps(tmp_path, capsys):
 def test_demo_out_dir_is_a_file(tmp_path, capsys):
     target = tmp_path / "file.txt"
     target.write_text("x")
-    rc = main(["demo", "--out-dir", str(target), "--no-progress", "--max-frames", "2"])
+    rc = main(["demo", "--out-dir", str(target), "--no-progress", "--max-frames", "2", "--tiny-random-model"])
     err = capsys.readouterr().err
     assert rc == 2 and "expected --out-dir to be a folder" in err and "Traceback" not in err
 

@@ -78,7 +78,7 @@ def _wait_for_outputs(out_bag: Path, proc: subprocess.Popen, count: int, timeout
 
 def _replay_cmd(in_bag: Path, out_bag: Path, storage: str) -> list[str]:
     return [sys.executable, "-m", "gmos_core", "replay", str(in_bag), "--image-topic", IMAGE_TOPIC,
-            "--out", str(out_bag), "--storage", storage, "--tiny-random-model", "--model", "gmos_s",
+            "--out", str(out_bag), "--storage", storage, "--tiny-random-model", "--mode", "gmos_s",
             "--no-overlay", "--no-progress", "--fps", "30"]
 
 

@@ -49,9 +49,10 @@ def build_engine(params: NodeParams) -> Any:
     )
     size = "tiny" if params.tiny_random_model else "full"
     models = build_engine_models(config, size=size, weights=weights, allow_random=params.tiny_random_model)
-    changes: dict[str, Any] = {"anchor": models.anchor}
-    if models.pixel_limit and params.pixel_limit == SPECS_BY_NAME["pixel_limit"].default:
-        changes["pixel_limit"] = models.pixel_limit
+    changes: dict[str, Any] = {"anchor": getattr(models, "anchor", None) or config.anchor}
+    own_budget = getattr(models, "pixel_limit", None)
+    if own_budget and params.pixel_limit == SPECS_BY_NAME["pixel_limit"].default:
+        changes["pixel_limit"] = own_budget
     from gmos_core.export.runtime import accelerate_models, warm_up
 
     models = accelerate_models(models, params)  # TensorRT engines with an engine_cache_dir, else PyTorch (docs/gpu.md)

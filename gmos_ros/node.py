@@ -399,12 +399,25 @@ def main(args: Optional[list[str]] = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):  # Ctrl-C / SIGTERM: a normal stop
         pass
     finally:
+        # Ctrl-C in a terminal reaches the node twice (the terminal's SIGINT and `ros2 launch` forwarding it):
+        # a second signal while stopping must not end in a KeyboardInterrupt traceback from atexit handlers.
+        _ignore_stop_signals()
         if node is not None:
             if node.core is not None:
                 node.core.stop_worker()
             node.destroy_node()
         rclpy.try_shutdown()
+        _ignore_stop_signals()  # try_shutdown puts the Python handlers back
     return 0
+
+
+def _ignore_stop_signals() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

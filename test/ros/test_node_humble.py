@@ -167,9 +167,12 @@ def test_main_autostarts_and_stops_on_ctrl_c_or_sigterm(ros, monkeypatch, tiny_e
                              parameter_overrides=[D.Parameter(k, v) for k, v in BASE.items()])
             created.append(self)
 
+    ignored = []
     monkeypatch.setattr(node_module, "GmosNode", Recorder)
+    monkeypatch.setattr(node_module, "_ignore_stop_signals", lambda: ignored.append(True))  # not in pytest
     monkeypatch.setitem(D._STATE, "spin_raises", stop)
     assert node_module.main([]) == 0
+    assert ignored  # a second Ctrl-C while stopping is ignored
     (node,) = created
     assert node.lifecycle_state == "active" and getattr(node, "destroyed", False)
     assert node.core._worker is None  # the worker thread was stopped

@@ -14,8 +14,8 @@ Scenarios (grouped so that the tier starts few processes):
             parameter service and `ros2 param set`; read-only and out-of-range sets refused; wrong encoding;
             enable and reset_window; lifecycle deactivate/activate/cleanup/shutdown through the services
             and `ros2 lifecycle get`; Ctrl-C.
-  simtime   launch with use_sim_time:=true and a /clock publisher; the default (SENSOR_DATA) profile fed by
-            a reliable and a best-effort publisher; the node stopped with SIGTERM.
+  simtime   launch with use_sim_time:=true and a /clock publisher; compressed (PNG) input; the default
+            (SENSOR_DATA) profile fed by a reliable and a best-effort publisher; the node stopped with SIGTERM.
   failures  ros2 run with a missing weight file (activate fails, says why, leaves no engine; cleanup and
             configure again create each publisher once) and, alongside, a node whose params have a wrongly
             typed and an out-of-range value (one line each, stays unconfigured).
@@ -39,13 +39,13 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import DescribeParameters, SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool, Trigger
 
@@ -86,6 +86,16 @@ def make_header(ns: int, frame_id: str = "camera_color_optical_frame") -> Header
 def image_msg(rgb: np.ndarray, ns: int, encoding: str = "rgb8") -> Image:
     return Image(header=make_header(ns), height=rgb.shape[0], width=rgb.shape[1], encoding=encoding,
                  is_bigendian=0, step=rgb.shape[1] * 3, data=rgb.tobytes())
+
+
+def compressed_msg(rgb: np.ndarray, ns: int) -> CompressedImage:
+    import io
+
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.fromarray(rgb).save(buffer, format="PNG")
+    return CompressedImage(header=make_header(ns), format="rgb8; png compressed", data=buffer.getvalue())
 
 
 def depth_msg(ns: int, index: int) -> tuple[Image, np.ndarray]:
@@ -262,7 +272,10 @@ def scenario_stream(out: Path, video: str, env: dict, result: dict) -> dict:
     (out / "stream.yaml").write_text(
         "/**:\n  ros__parameters:\n    fps: 8.0\n    pixel_limit: 2352\n    use_camera_info: true\n"
         "    use_depth: true\n    image_qos: RELIABLE\n    image_qos_depth: 10\n    sync_slop_s: 0.01\n"
-        "    diagnostics_period_s: 0.5\n")
+        "    diagnostics_period_s: 0.5\n"
+        # never skip or drop here (a loaded machine would otherwise skip windows): every frame is output, so
+        # each output can be matched to the threshold in force when it was built
+        "    max_queue_frames: 100\n    skip_backlog_frames: 100\n")
     node = NodeProcess(["ros2", "launch", "gmos_ros", "gmos.launch.py", *TINY,
                         f"params_file:={out / 'stream.yaml'}", "image_topic:=/cam/image",
                         "camera_info_topic:=/cam/info", "depth_topic:=/cam/depth"], out / "stream.log", env)
@@ -275,6 +288,15 @@ def scenario_stream(out: Path, video: str, env: dict, result: dict) -> dict:
         result["state_at_start"] = h.wait_state("active", 120.0)
         result["startup_s"] = round(time.monotonic() - node.started, 1)
         result["cli_lifecycle_get"] = ros2_cli("lifecycle", "get", ns, "--no-daemon", "--spin-time", "3")
+        from gmos_core.bridge.params import PARAMETER_SPECS
+
+        described = h.call(DescribeParameters, f"{ns}/describe_parameters",
+                           DescribeParameters.Request(names=[spec.name for spec in PARAMETER_SPECS])).descriptors
+        result["descriptors"] = {
+            d.name: {"type": d.type, "description": d.description, "read_only": d.read_only,
+                     "additional_constraints": d.additional_constraints,
+                     "range": [[r.from_value, r.to_value, r.step] for r in (*d.integer_range, *d.floating_point_range)]}
+            for d in described}
 
         image_pub = h.node.create_publisher(Image, "/cam/image", RELIABLE)
         info_pub = h.node.create_publisher(CameraInfo, "/cam/info", RELIABLE)
@@ -307,15 +329,15 @@ def scenario_stream(out: Path, video: str, env: dict, result: dict) -> dict:
                 ok = {"successful": answer["rc"] == 0 and "successful" in answer["out"], "reason": answer["out"]}
             else:
                 ok = h.set_param("mask_threshold", threshold)
-            before = h.count("/gmos/objects")
             for i in indices:
                 send(i)
                 time.sleep(0.15)
-            # wait for the outputs of every frame sent so far but the look-ahead
-            h.wait(lambda: h.count("/gmos/objects") >= len(sent_headers) - LOOKAHEAD, 120.0)
-            time.sleep(0.3)
-            for msg in h.messages("/gmos/dynamic_mask")[before:]:
-                phase_of_output[stamp_ns(msg.header)] = threshold
+            # The output of frame k is built once frame k + LOOKAHEAD has arrived, i.e. in the phase that sent
+            # it, after this phase's threshold was set; wait for all of them before the next phase.
+            due = [T0 + (i - LOOKAHEAD) * PERIOD_NS for i in indices if i >= LOOKAHEAD]
+            h.wait(lambda: set(due) <= {stamp_ns(m.header) for m in h.messages("/gmos/dynamic_mask")}, 180.0)
+            for stamp in due:
+                phase_of_output[stamp] = threshold
             return ok
 
         result["set_threshold_cli_1.0"] = run_phase(1.0, [0, 1, 2, 3], "cli")  # fg_prob > 1: nothing dynamic
@@ -374,6 +396,7 @@ def scenario_stream(out: Path, video: str, env: dict, result: dict) -> dict:
         steps["activate"] = h.transition(Transition.TRANSITION_ACTIVATE)
         steps["after_activate"] = h.state()
         h.wait(lambda: image_pub.get_subscription_count() >= 1, 20.0)
+        h.record("/gmos/debug_image", Image, qos_profile_sensor_data)  # the overlay is built while watched
         before = h.count("/gmos/objects")
         for i in range(20, 23):
             send(i)
@@ -381,6 +404,10 @@ def scenario_stream(out: Path, video: str, env: dict, result: dict) -> dict:
         h.call(Trigger, "/gmos/reset_window", Trigger.Request())
         h.wait(lambda: h.count("/gmos/objects") >= before + 3, 120.0)
         steps["outputs_after_reactivate"] = h.count("/gmos/objects") - before
+        h.wait(lambda: h.count("/gmos/debug_image") >= 1, 10.0)
+        steps["debug_images"] = [[stamp_ns(m.header), m.encoding, m.height, m.width]
+                                 for m in h.messages("/gmos/debug_image")]
+        steps["reactivated_stamps"] = [T0 + i * PERIOD_NS for i in range(20, 23)]
         steps["deactivate_again"] = h.transition(Transition.TRANSITION_DEACTIVATE)
         steps["cleanup"] = h.transition(Transition.TRANSITION_CLEANUP)
         steps["after_cleanup"] = h.state()
@@ -402,7 +429,7 @@ def scenario_simtime(out: Path, video: str, env: dict, result: dict) -> dict:
     ns = "/sim/gmos_node"
     (out / "simtime.yaml").write_text(
         "/**:\n  ros__parameters:\n    fps: 8.0\n    pixel_limit: 2352\n    use_camera_info: false\n"
-        "    diagnostics_period_s: 1.0\n")
+        "    diagnostics_period_s: 1.0\n    input_transport: compressed\n")
     node = NodeProcess(["ros2", "launch", "gmos_ros", "gmos.launch.py", *TINY, "namespace:=sim",
                         "use_sim_time:=true", "image_topic:=/sim_cam/image",
                         f"params_file:={out / 'simtime.yaml'}"], out / "simtime.log", env)
@@ -422,20 +449,21 @@ def scenario_simtime(out: Path, video: str, env: dict, result: dict) -> dict:
 
         threading.Thread(target=tick, daemon=True).start()
         result["state_at_start"] = h.wait_state("active", 120.0)
-        reliable = h.node.create_publisher(Image, "/sim_cam/image", RELIABLE)
-        best_effort = h.node.create_publisher(Image, "/sim_cam/image", qos_profile_sensor_data)
+        # compressed transport: the node subscribes to <image_topic>/compressed
+        reliable = h.node.create_publisher(CompressedImage, "/sim_cam/image/compressed", RELIABLE)
+        best_effort = h.node.create_publisher(CompressedImage, "/sim_cam/image/compressed", qos_profile_sensor_data)
         h.wait(lambda: reliable.get_subscription_count() >= 1, 20.0)
         frames = video_frames(video, 6)
         h.wait(lambda: bool(h.diagnostics()), 30.0)
         received = lambda: int(h.diagnostics().get("frames_received", -1))  # noqa: E731
         counts = {"start": received()}
         for i in range(3):
-            reliable.publish(image_msg(frames[i], T0 + i * PERIOD_NS))
+            reliable.publish(compressed_msg(frames[i], T0 + i * PERIOD_NS))
             time.sleep(0.3)
         h.wait(lambda: received() >= counts["start"] + 3, 30.0)
         counts["after_reliable"] = received()
         for i in range(3, 6):
-            best_effort.publish(image_msg(frames[i], T0 + i * PERIOD_NS))
+            best_effort.publish(compressed_msg(frames[i], T0 + i * PERIOD_NS))
             time.sleep(0.3)
         h.wait(lambda: received() >= counts["after_reliable"] + 3, 15.0)
         counts["after_best_effort"] = received()

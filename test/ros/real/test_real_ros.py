@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gmos_core.bridge.params import PARAMETER_SPECS
+
 HEADER_TOPICS = ("objects", "dynamic_mask", "dynamic_mask/camera_info", "instance_mask", "masked_depth")
 
 
@@ -36,6 +38,19 @@ def test_launch_autostarts_and_the_cli_sees_it_active(stream):
     assert stream["state_at_start"] == "active"
     cli = stream["cli_lifecycle_get"]
     assert cli["rc"] == 0 and cli["out"].startswith("active"), cli
+
+
+def test_parameters_are_declared_with_their_descriptors(stream):
+    described = stream["descriptors"]
+    types = {bool: 1, int: 2, float: 3, str: 4}  # rcl_interfaces ParameterType
+    for spec in PARAMETER_SPECS:
+        d = described[spec.name]
+        assert d["type"] == types[spec.type] and d["description"] == spec.description, spec.name
+        assert d["read_only"] == spec.read_only, spec.name
+        if spec.value_range is not None:
+            assert d["range"] == [list(spec.value_range)], spec.name
+        if spec.choices is not None:
+            assert all(choice in d["additional_constraints"] for choice in spec.choices), spec.name
 
 
 def test_every_output_carries_the_header_of_its_source_frame(stream):
@@ -117,6 +132,9 @@ def test_lifecycle_through_the_real_services(stream):
     assert s["deactivate"] and s["after_deactivate"] == "inactive"
     assert s["subscribers_inactive"] == 0 and s["diagnostics_active_inactive"] == "False"  # engine released
     assert s["activate"] and s["after_activate"] == "active" and s["outputs_after_reactivate"] == 3
+    # subscribed to the overlay only then: built and published for (some of) those frames, with their stamps
+    assert s["debug_images"] and {d[0] for d in s["debug_images"]} <= set(s["reactivated_stamps"])
+    assert all(d[1:] == ["rgb8", 48, 64] for d in s["debug_images"]), s["debug_images"]
     assert s["deactivate_again"] and s["cleanup"] and s["after_cleanup"] == "unconfigured"
     assert s["publishers_after_cleanup"] == 0
     assert s["shutdown"] and s["after_shutdown"] == "finalized"
@@ -138,7 +156,7 @@ def test_sim_time_diagnostics_follow_clock(simtime):
     assert simtime["sim_ns_at_end"] < simtime["wall_ns_at_end"] // 1000
 
 
-def test_default_profile_accepts_reliable_and_best_effort_publishers(simtime):
+def test_default_profile_accepts_reliable_and_best_effort_compressed_publishers(simtime):
     counts = simtime["received"]
     assert counts["after_reliable"] - counts["start"] == 3
     # best effort between processes may lose frames here (see ../shared/ros2/README.md): what holds is that

@@ -29,10 +29,41 @@ class Clip:
 
 def training_texture_videos() -> list:
     """Real-video textures of the training clips: the bundled demo clip only (it ships with the package, so the
-    retraining command gives the same data on any machine; the held-out set also crops the other clips)."""
-    from training.synthetic import _BUNDLED_CLIP
+    retraining command gives the same data on any machine; the held-out set also crops the other clips).
 
-    return [_BUNDLED_CLIP]
+    The clip is decoded here with OpenCV (not PyAV, which a bare training machine may lack) and handed to the
+    generator's texture cache, so every machine decodes the same texture frames the same way."""
+    from training.synthetic import _BUNDLED_CLIP, TextureBank
+
+    videos = [_BUNDLED_CLIP]
+    key = (tuple(str(v.resolve()) for v in videos), 6, 640)  # TextureBank's defaults (frames_per_video, max_side)
+    if key not in TextureBank._cache:
+        TextureBank._cache[key] = [f for v in videos for f in _cv2_frames(v, 6, 640)]
+    return videos
+
+
+def _cv2_frames(path, frames_per_video: int, max_side: int) -> list:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        frames.append(bgr)
+    cap.release()
+    if not frames:
+        raise ValueError(f"texture video {path}: no frames decoded; expected a readable video file")
+    wanted = np.linspace(0, len(frames) - 1, frames_per_video).astype(int)
+    out = []
+    for i in sorted(set(wanted.tolist())):
+        frame = np.ascontiguousarray(frames[i][..., ::-1])
+        scale = min(1.0, max_side / max(frame.shape[:2]))
+        if scale < 1.0:
+            frame = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        out.append(np.ascontiguousarray(frame))
+    return out
 
 
 def synthetic_config(cfg, num_frames: int | None = None):

@@ -182,8 +182,8 @@ def losses(out: dict, target, cfg: TrainConfig):
         iou = torch.where(u > 0, i / u.clamp(min=1), torch.ones_like(u))
     iou_loss = F.mse_loss(out["iou_pred"][:, 0], iou)
     total = bce + cfg.dice_weight * dice + cfg.iou_weight * iou_loss
-    return total, {"bce": float(bce.detach()), "dice": float(dice.detach()), "iou_mse": float(iou_loss.detach()),
-                   "iou": float(iou.mean())}
+    # tensors, not floats: no device sync per step (converted when logged)
+    return total, {"bce": bce.detach(), "dice": dice.detach(), "iou_mse": iou_loss.detach(), "iou": iou.mean()}
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -195,27 +195,35 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 # ---------------------------------------------------------------------------------------------- export
 def export(model, path: str | os.PathLike, training_command: str, cfg: TrainConfig, steps_done: int) -> None:
-    """Write the safetensors file with the checkpoint metadata contract (all values strings)."""
+    """Write the safetensors file with the checkpoint metadata contract (gmos_core.weights.metadata), plus two
+    informative keys readers ignore: training_steps and license."""
     from safetensors.torch import save_file
 
+    from gmos_core.weights.metadata import CheckpointMetadata
+
+    meta = CheckpointMetadata(
+        variant=DM.VARIANT, anchor=DM.ANCHOR, window_size=DM.WINDOW_SIZE, window_seconds=DM.WINDOW_SECONDS,
+        pi3_config=dict(DM.PI3_CONFIG), head_config=dict(DM.HEAD_CONFIG), sam2_config=DM.SAM2_CONFIG_NAME,
+        sam2_image_size=DM.SAM2_IMAGE_SIZE, pixel_limit=DM.PIXEL_LIMIT,
+        components=("pi3", "sam2_image_encoder", "head"), name=DM.NAME,
+        trained_on="synthetic data only (procedural layered scenes of training/synthetic.py)",
+        training_command=training_command)
+    strings = meta.to_strings()
+    strings.update(training_steps=str(steps_done), training_seed=str(cfg.seed),
+                   license="Apache-2.0 (the project's licence)")
     tensors = {}
     for component, sd in model.component_state_dicts().items():
         for k, v in sd.items():
             tensors[f"{component}.{k}"] = v.detach().float().cpu().contiguous()
-    metadata = {
-        "gmos_format": "1", "name": DM.NAME, "variant": DM.VARIANT, "anchor": DM.ANCHOR,
-        "window_size": str(DM.WINDOW_SIZE), "window_seconds": str(DM.WINDOW_SECONDS),
-        "pi3_config": json.dumps(DM.PI3_CONFIG, sort_keys=True),
-        "head_config": json.dumps(DM.HEAD_CONFIG, sort_keys=True),
-        "sam2_config": DM.SAM2_CONFIG_NAME, "sam2_image_size": str(DM.SAM2_IMAGE_SIZE),
-        "pixel_limit": str(DM.PIXEL_LIMIT), "components": "pi3,sam2_image_encoder,head",
-        "trained_on": "synthetic data only (procedural layered scenes, training/default_data.py)",
-        "training_command": training_command, "training_steps": str(steps_done),
-        "training_seed": str(cfg.seed), "license": "Apache-2.0 (the project's licence)",
-    }
     tmp = str(path) + ".tmp"
-    save_file(tensors, tmp, metadata=metadata)
+    save_file(tensors, tmp, metadata=strings)
     os.replace(tmp, path)
+
+
+def _one_thread(_worker_id: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # data workers: one core each, no oversubscription
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -228,6 +236,9 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from <out-dir>/state.pt")
     parser.add_argument("--workers", type=int, default=0,
                         help="data worker processes (0: render in the training process, right for 2 cores)")
+    parser.add_argument("--time-budget-min", type=float, default=None,
+                        help="after min(100, steps/10) steps, lower the step count (and so the LR schedule) to what fits in this "
+                             "many minutes of training; the log says the steps used")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop (checkpoint + export) after this wall time; --resume continues")
     args = parser.parse_args(argv)
@@ -261,7 +272,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     if args.workers > 0:
         loader = tud.DataLoader(BatchStream(cfg, step), batch_size=None, num_workers=args.workers,
-                                prefetch_factor=4, persistent_workers=True)
+                                prefetch_factor=4, persistent_workers=True, worker_init_fn=_one_thread,
+                                pin_memory=device.type == "cuda")
         batches = iter(loader)
     else:
         batches = iter(BatchStream(cfg, step))
@@ -276,26 +288,39 @@ def main(argv=None) -> int:
     if new_log:
         log.writerow(["step", "wall_s", "lr", "loss", "bce", "dice", "iou_mse", "train_iou", "samples_per_s"])
     model.train()
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     start_wall = time.perf_counter()
+    first_step = step
+    budget_s = 60 * args.time_budget_min if args.time_budget_min else None
+    budget_probe_step = step + min(100, max(5, cfg.steps // 10))
     acc, acc_n, t_log = {}, 0, time.perf_counter()
     while step < cfg.steps:
         pi3, sam, tgt = next(batches)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        out = model(pi3.to(device), sam.to(device))
-        loss, parts = losses(out, tgt.to(device), cfg)
+        out = model(pi3.to(device, non_blocking=True), sam.to(device, non_blocking=True))
+        loss, parts = losses(out, tgt.to(device, non_blocking=True), cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         step += 1
-        parts["loss"] = float(loss.detach())
+        parts["loss"] = loss.detach()
         for k, v in parts.items():
             acc[k] = acc.get(k, 0.0) + v
         acc_n += 1
+        if budget_s is not None and step == budget_probe_step:  # fit the schedule to the time budget
+            rate = (step - first_step) / (time.perf_counter() - start_wall)
+            fit = step + int(rate * (budget_s - (time.perf_counter() - start_wall)) * 0.97)
+            if fit < cfg.steps:
+                print(f"time budget {args.time_budget_min} min: {rate:.1f} steps/s, steps {cfg.steps} -> {fit}",
+                      flush=True)
+                cfg.steps = max(step + 1, fit)
         if step % cfg.log_every == 0 or step == cfg.steps:
             now = time.perf_counter()
-            m = {k: v / acc_n for k, v in acc.items()}
+            m = {k: float(v) / acc_n for k, v in acc.items()}
             log.writerow([step, f"{now - start_wall:.1f}", f"{lr_at(step - 1, cfg):.2e}", f"{m['loss']:.4f}",
                           f"{m['bce']:.4f}", f"{m['dice']:.4f}", f"{m['iou_mse']:.4f}", f"{m['iou']:.3f}",
                           f"{acc_n * cfg.batch_size / (now - t_log):.1f}"])

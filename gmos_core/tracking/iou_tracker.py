@@ -212,6 +212,8 @@ class IouTracker:
     """Call :meth:`step` once per segmented frame, in order; :meth:`reset` after a discontinuity."""
 
     def __init__(self, config: Optional[IouTrackerConfig] = None) -> None:
+        import scipy.optimize  # noqa: F401  (about 1 s to import: paid here, not on the first frame)
+
         self.config = config or IouTrackerConfig()
         self.reset()
 
@@ -272,17 +274,15 @@ class IouTracker:
                 seen.append((track, masks[p]))
 
         labels = np.zeros((height, width), np.uint16)
-        moving = np.zeros((height, width), bool)
+        moving_ids = np.zeros(MAX_TRACK_ID + 2, bool)  # lookup: label value -> moving on this frame
         info = {}
         for track, mask in seen:
-            labels[mask] = track.track_id + 1
-        for track, _ in seen:
             instance_id = track.track_id + 1
-            if track.state == MotionState.MOVING:
-                moving |= labels == instance_id
+            labels[mask] = instance_id
+            moving_ids[instance_id] = track.state == MotionState.MOVING
             info[instance_id] = {"track_id": track.track_id, "state": track.state,
                                  "motion_prob": track.motion, "predicted_iou": track.predicted_iou}
-        return TrackerFrameOutput(labels, info, moving, born, removed)
+        return TrackerFrameOutput(labels, info, moving_ids[labels], born, removed)
 
     # ------------------------------------------------------------------ internals
     def _iou_matrix(self, masks: np.ndarray, boxes, areas) -> np.ndarray:

@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "convert-weights": ("gmos_core.cli.convert_weights", "convert official checkpoints to safetensors"),
     "demo": ("gmos_core.cli.demo", "the README's main job: bag from a bundled video, replay, summary"),
     "benchmark": ("gmos_core.cli.benchmark", "per-stage time and peak memory of each mode"),
+    "export": ("gmos_core.cli.export", "ONNX export of the encoders and heads with their metadata (docs/gpu.md)"),
 }
 
 

@@ -61,7 +61,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, modes: tuple[str, ...],
                         mode_help: str, *, unsafe_pickle: bool = True, old_mode_flag: bool = False,
                         old_ckpt_flags: bool = True, default_device: str = "cpu") -> argparse._ArgumentGroup:
     """Add the shared model flags (and their deprecated spellings) to ``parser``."""
-    group = parser.add_argument_group("model (docs/engine.md, 'Choosing a model')")
+    group = parser.add_argument_group(
+        "model (docs/engine.md, 'Choosing a model')",
+        "No weight flag: the shipped default model (gmos_core/data/default_model/gmos_default.safetensors, trained "
+        "on synthetic data only). Official weights: all three of --pi3-weights, --sam2-checkpoint, --head-weights.")
     group.add_argument("--mode", choices=modes, default=None, help=f"{mode_help} (default {default_mode})")
     parser.set_defaults(mode=None, default_mode=default_mode, tiny_random_model=False, model_size_full=False)
     group.add_argument("--pi3-weights", default=None,

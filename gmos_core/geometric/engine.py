@@ -52,6 +52,8 @@ class GeometricModels:
 
     def __init__(self, geometric: GeometricConfig, anchor: str = "center", window_size: int = 5) -> None:
         import cv2  # fail here, with the install hint, rather than at the first frame
+        import scipy.ndimage  # noqa: F401  imported now (the tracker needs them) so the first frame is not slow
+        import scipy.optimize  # noqa: F401
 
         self.geometric = geometric
         self.mode = "geometric"

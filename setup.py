@@ -28,8 +28,8 @@ setup(
     version="0.1.0",
     description="GMOS: moving object segmentation from a single RGB camera, for ROS 2 and offline use",
     license="Apache-2.0",
-    packages=find_packages(include=["gmos_core", "gmos_core.*", "gmos_ros", "gmos_ros.*"]),
-    package_data={"gmos_core": ["configs/*.yaml", "data/*", "metrics/data/*"]},
+    packages=find_packages(include=["gmos_core", "gmos_core.*", "gmos_ros", "gmos_ros.*", "training", "training.*"]),
+    package_data={"gmos_core": ["configs/*.yaml", "data/*", "data/default_model/*", "metrics/data/*"], "training": ["configs/*.yaml"]},
     data_files=[(d, f) for d, f in data_files if f],
     python_requires=">=3.10",
     install_requires=[
@@ -48,7 +48,7 @@ setup(
         "bags": ["rosbags>=0.11,<0.12"],  # the interruption-safe writers subclass rosbags 0.11 internals
         "eval": ["matplotlib>=3.7"],
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
-        "training": [],
+        "training": ["opencv-python-headless", "av>=11"],  # generator (cv2), texture clips (av); tensorboard optional
         "test": ["pytest>=7", "rosbags>=0.11,<0.12", "mcap", "av>=11", "matplotlib>=3.7", "opencv-python-headless",
                  "colcon-core", "colcon-common-extensions", "catkin_pkg"],
     },

@@ -23,8 +23,7 @@ from __future__ import annotations
 import ast
 import csv
 import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Sequence

@@ -33,7 +33,7 @@ class ModelConfig:
     pi3: dict = field(default_factory=dict)
     head: dict = field(default_factory=dict)
     sam2_config: Optional[str] = None    # None: tiny YAML for size tiny, packaged Hiera-L for full
-    sam2_image_size: Optional[int] = None  # None: 1024 (official); the tiny default trains at 256
+    sam2_image_size: Optional[int] = None  # None: the YAML's image_size (1024 for the official configs)
     pixel_limit: int = 255000            # Pi3 pixel budget
     window_size: int = 5
     anchor: str = "center"               # center | end
@@ -54,7 +54,12 @@ class ModelConfig:
 
     @property
     def image_size(self) -> int:
-        return int(self.sam2_image_size or 1024)
+        """SAM 2 input size: ``sam2_image_size``, else the YAML's ``model.image_size`` (1024 when packaged)."""
+        if self.sam2_image_size:
+            return int(self.sam2_image_size)
+        from training.export import yaml_image_size
+
+        return yaml_image_size(self.sam2_config_path())
 
     @property
     def anchor_position(self) -> int:

@@ -18,6 +18,8 @@ SUBCOMMANDS = {
     "convert-weights": ("gmos_core.cli.convert_weights", "convert official checkpoints to safetensors"),
     "demo": ("gmos_core.cli.demo", "the README's main job: bag from a bundled video, replay, summary"),
     "benchmark": ("gmos_core.cli.benchmark", "per-stage time and peak memory of each mode"),
+    "train": ("gmos_core.cli.train", "train the GMOS proposer / GMOS-S head (docs/training.md)"),
+    "cache-features": ("gmos_core.cli.cache_features", "precompute frozen encoder features for training"),
     "export": ("gmos_core.cli.export", "ONNX export of the encoders and heads with their metadata (docs/gpu.md)"),
 }
 

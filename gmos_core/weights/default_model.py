@@ -63,7 +63,10 @@ def require_default_model() -> Path:
 
 
 def is_gmos_format(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a GMOS-format checkpoint (safetensors with ``gmos_format`` metadata)."""
+    """Whether ``path`` is a GMOS-format checkpoint (safetensors with ``gmos_format`` metadata); torch.save files
+    (the official .pt checkpoints) are never read here."""
+    if Path(path).suffix != ".safetensors":
+        return False
     return read_checkpoint_metadata(path) is not None
 
 

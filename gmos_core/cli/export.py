@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--video-size {args.video_size}: expected a width and height of at least 2 pixels")
     try:
         check_model_choice(args)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         return _fail(str(exc))
     try:
         import onnx  # noqa: F401

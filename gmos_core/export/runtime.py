@@ -111,7 +111,11 @@ class TensorRTModels:
         from gmos_core.export.onnx_export import export_model_set, head_variant, read_manifest
         from gmos_core.export.tensorrt_cache import TrtGraph
 
+        from gmos_core.export.tensorrt_cache import gpu_identity, tensorrt_version
+
         base = self._base
+        index = _device_index(base.device)
+        gpu_identity(index), tensorrt_version()  # fail before exporting anything when TensorRT cannot run
         out = self._export_dir()
         window = int(base.window_size)
         try:
@@ -131,7 +135,6 @@ class TensorRTModels:
             "head": [("token", (1, h, w, pi3_dim)), ("sam_btn", (1, sam_dim, 64, 64)),
                      ("high_res_0", (1, sam_dim // 8, 256, 256)), ("high_res_1", (1, sam_dim // 4, 128, 128))],
         }
-        index = _device_index(base.device)
         for name, input_shapes in shapes.items():
             graph = graphs[name]
             onnx_path = out / graph["file"]

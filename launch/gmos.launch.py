@@ -4,7 +4,7 @@
         head_weights:=/path/gmos_proposer.safetensors pi3_weights:=/path/pi3.safetensors \
         sam2_checkpoint:=/path/sam2.1_hiera_large.pt
     ros2 launch gmos_ros gmos.launch.py bag:=/path/to/bag          # plays it with --clock, sim time on
-    ros2 launch gmos_ros gmos.launch.py tiny_random_model:=true device:=cpu   # pipeline check, no weights
+    ros2 launch gmos_ros gmos.launch.py params_file:=gmos_tiny_cpu   # pipeline check: tiny random model, CPU
 
 Empty mode/tracker/weight/device/precision/tiny_random_model arguments keep the values of the params file.
 The argument `model` is the deprecated name of `mode` (one release).
@@ -26,7 +26,8 @@ ARGUMENTS = {
                     "is used when input_transport is compressed)"),
     "camera_info_topic": ("/camera/color/camera_info", "input camera_info (used when use_camera_info)"),
     "depth_topic": ("/camera/aligned_depth_to_color/image_raw", "registered depth (used when use_depth)"),
-    "params_file": ("", "parameter YAML; empty = share/gmos_ros/config/gmos_desktop.yaml"),
+    "params_file": ("", "parameter YAML, or the name of a profile in share/gmos_ros/config (gmos_desktop, "
+                    "gmos_jetson, gmos_online, gmos_s, gmos_tiny_cpu); empty = gmos_desktop"),
     "mode": ("", "gmos_online, gmos_s or geometric; empty = from the params file"),
     "model": ("", "DEPRECATED name of 'mode' (one release)"),
     "tracker": ("", "auto, sam2 or iou; empty = from the params file"),
@@ -53,15 +54,24 @@ def _bool(name: str, text: str) -> bool:
         raise ValueError(f"launch argument {name}:={text!r}; expected true or false") from None
 
 
-def _default_params_file() -> str:
+def _params_file(value: str) -> str:
+    """A path as given, or a profile name (no '/', no '.yaml') looked up in the package's config folder."""
+    if value and ("/" in value or value.endswith(".yaml")):
+        return value
     from ament_index_python.packages import get_package_share_directory
 
-    return os.path.join(get_package_share_directory(PACKAGE), "config", "gmos_desktop.yaml")
+    config = os.path.join(get_package_share_directory(PACKAGE), "config")
+    path = os.path.join(config, (value or "gmos_desktop") + ".yaml")
+    if not os.path.isfile(path):
+        profiles = sorted(f[:-5] for f in os.listdir(config) if f.endswith(".yaml"))
+        raise ValueError(f"launch argument params_file:={value!r} is neither a file nor a profile; expected a "
+                         f"YAML path or one of {profiles}")
+    return path
 
 
 def _node(context, *args, **kwargs):
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    params_file = value["params_file"] or _default_params_file()
+    params_file = _params_file(value["params_file"])
     overrides = {name: value[name] for name in OVERRIDABLE if value[name]}
     actions = []
     if value["model"]:

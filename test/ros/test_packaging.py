@@ -133,6 +133,10 @@ def _fake_launch_modules(share_dir: Path) -> dict[str, types.ModuleType]:
 def launch_file(repo_root, monkeypatch, tmp_path):
     for name, mod in _fake_launch_modules(tmp_path).items():
         monkeypatch.setitem(sys.modules, name, mod)
+    config = tmp_path / "gmos_ros" / "config"  # what colcon installs into share/gmos_ros/config
+    config.mkdir(parents=True)
+    for profile in (repo_root / "config").glob("*.yaml"):
+        (config / profile.name).write_text(profile.read_text())
     spec = importlib.util.spec_from_file_location("gmos_launch", repo_root / "launch" / "gmos.launch.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -199,8 +203,23 @@ def test_launch_vocabulary_overrides_and_the_deprecated_model_argument(launch_fi
         opaque.kwargs["function"](context)
 
 
-@pytest.mark.parametrize("name", ["gmos_desktop.yaml", "gmos_jetson.yaml", "gmos_s.yaml", "gmos_online.yaml"])
+def test_params_file_takes_a_path_or_a_profile_name(launch_file):
+    module, share = launch_file
+    opaque = next(e for e in module.generate_launch_description().args[0] if type(e).__name__ == "OpaqueFunction")
+    context = {name: default for name, (default, _) in module.ARGUMENTS.items()}
+    for given, expected in (("gmos_tiny_cpu", str(share / "gmos_ros" / "config" / "gmos_tiny_cpu.yaml")),
+                            ("/my/params.yaml", "/my/params.yaml"), ("params.yaml", "params.yaml")):
+        (node,) = opaque.kwargs["function"]({**context, "params_file": given})
+        assert node.kwargs["parameters"][0] == expected
+    with pytest.raises(ValueError, match=r"params_file:='gmos_fast' is neither a file nor a profile; expected .*"
+                                         r"'gmos_tiny_cpu'"):
+        opaque.kwargs["function"]({**context, "params_file": "gmos_fast"})
+
+
+@pytest.mark.parametrize("name", ["gmos_desktop.yaml", "gmos_jetson.yaml", "gmos_s.yaml", "gmos_online.yaml",
+                                  "gmos_tiny_cpu.yaml"])
 def test_config_profiles_validate(repo_root, name):
     data = yaml.safe_load((repo_root / "config" / name).read_text())
     params = NodeParams.from_mapping(data["/**"]["ros__parameters"])
     assert params.mode in ("gmos_online", "gmos_s")
+    assert params.tiny_random_model == (name == "gmos_tiny_cpu.yaml")

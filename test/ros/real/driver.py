@@ -482,7 +482,9 @@ def scenario_simtime(out: Path, video: str, env: dict, result: dict) -> dict:
         pid = node.node_pid()
         result["node_pid"] = pid
         os.kill(pid, signal.SIGTERM)
-        result["node_stopped_by_sigterm"] = node.wait_log(r"process has (finished cleanly|died)", 30.0)
+        sent = time.monotonic()
+        result["node_stopped_by_sigterm"] = node.wait_log(r"process has (finished cleanly|died)", 90.0)
+        result["sigterm_to_exit_s"] = round(time.monotonic() - sent, 2)
         try:  # with its only process gone, `ros2 launch` ends by itself
             result["launch_rc"] = node.proc.wait(20.0)
         except subprocess.TimeoutExpired:

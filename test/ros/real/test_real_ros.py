@@ -169,8 +169,8 @@ def test_default_profile_accepts_reliable_and_best_effort_compressed_publishers(
 
 
 def test_sigterm_exits_cleanly(simtime):
-    assert simtime["node_stopped_by_sigterm"]
     log = simtime["stop"]["log"]
+    assert simtime["node_stopped_by_sigterm"], (simtime["sigterm_to_exit_s"], log[-3000:])
     assert f"process has finished cleanly [pid {simtime['node_pid']}]" in log, log[-3000:]
     no_traceback(log)
 

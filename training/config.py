@@ -94,6 +94,7 @@ class TrainConfig:
     val_every: int = 0                      # optimizer steps between validations (0: only at the end)
     checkpoint_every: int = 500
     disable_dropout: bool = False           # exact-repeatability checks (DDP vs single process)
+    query_init_std: float = 1.0             # re-draw a fresh proposer's object queries N(0, std): see trainer
     threads: int = 0                        # torch CPU threads per process (0: torch's default)
 
     def __post_init__(self) -> None:
@@ -144,6 +145,10 @@ def config_from_dict(tree: dict) -> TrainConfig:
             sub_unknown = sorted(set(value) - sub_known)
             if sub_unknown:
                 raise ValueError(f"unknown keys {sub_unknown} in section {key!r}; expected some of {sorted(sub_known)}")
+            if key == "optim":
+                value = {k: (float(v) if isinstance(v, str) and k in ("lr", "weight_decay", "grad_clip",
+                                                                        "min_lr_ratio") else v)
+                         for k, v in value.items()}
             kwargs[key] = cls(**value)
         else:
             kwargs[key] = value
@@ -167,7 +172,13 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
         if "=" not in item:
             raise ValueError(f"override {item!r}: expected key.sub=value")
         key, text = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(text))
+        value = yaml.safe_load(text)
+        if isinstance(value, str):  # PyYAML reads "5e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        _set_dotted(tree, key.strip(), value)
     return config_from_dict(tree)
 
 

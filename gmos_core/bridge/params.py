@@ -139,6 +139,8 @@ PARAMETER_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("warmup_frames", 0, "synthetic frames pushed through the engine at activate (first-call costs, "
               "engine builds) before real frames; 0 = none", value_range=(0, 100, 1)),
     ParamSpec("warmup_image_size", "640x480", "WIDTHxHEIGHT of the warm-up frames (use the camera's size)"),
+    ParamSpec("torch_compile", False, "CUDA: torch.compile the Pi3 decoder (compiles at the first window or "
+              "during warm-up; 1.6x faster decoder on an H200, docs/gpu.md)"),
 )
 SPECS_BY_NAME: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETER_SPECS}
 
@@ -184,6 +186,7 @@ class NodeParams:
     engine_cache_dir: str = ""
     warmup_frames: int = 0
     warmup_image_size: str = "640x480"
+    torch_compile: bool = False
 
     def __post_init__(self) -> None:
         for spec in PARAMETER_SPECS:

@@ -8,7 +8,9 @@ stays the reference); only the input/output layout is made explicit so that ever
 * ``head.onnx``         token (B, h, w, C), sam_btn (B, S, 64, 64), high_res_0 (B, S/8, 256, 256),
                         high_res_1 (B, S/4, 128, 128)  →  the head's outputs (HEAD_OUTPUTS, in that order)
 
-H and W (multiples of 14), M and B are dynamic; the window length N is fixed (the model's window size).
+H and W, M and B are dynamic; the window length N is fixed (the model's window size). H and W must be
+multiples of 14: the graphs do not check it (onnxruntime runs other sizes with a truncated patch grid, where
+PyTorch raises), so feed them what ``gmos_core.preprocess.pi3_target_size`` gives, as the engine does.
 Exported with ``torch.onnx.export(dynamo=True)`` (torch.export + onnxscript), opset ``OPSET``.
 """
 from __future__ import annotations

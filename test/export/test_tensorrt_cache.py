@@ -255,3 +255,32 @@ def test_node_factory_warms_up_at_activate(monkeypatch):
     assert seen == [(42, 56, 3)] * 3
     assert core.counters.pushed == 0 and core.counters.segmented == 0
     core.deactivate()
+
+
+def test_compiled_decoder_gives_the_same_features():
+    """compile_pi3_decoder swaps in torch.compile(pi3.decode); the eager backend keeps the test fast and checks
+    the wiring (same outputs, compiled once). The inductor speed-up was measured on a GPU (docs/gpu.md)."""
+    from gmos_core import models as M
+    from gmos_core.export.runtime import compile_pi3_decoder
+
+    torch.manual_seed(4)
+    pi3 = M.build_pi3_encoder("tiny").eval()
+    holder = type("Models", (), {"pi3": pi3})()
+    hidden = torch.randn(5, 2 * 3, 64)
+    with torch.no_grad():
+        expected = pi3.decode(hidden, 5, 28, 42)
+        compile_pi3_decoder(holder, backend="eager")
+        compiled = pi3.decode
+        assert compile_pi3_decoder(holder, backend="eager") is holder and pi3.decode is compiled  # once only
+        got = pi3.decode(hidden, 5, 28, 42)
+    assert torch.allclose(got, expected, atol=1e-6, rtol=0)
+
+
+def test_torch_compile_on_cpu_is_refused_once(tiny_models, caplog, monkeypatch):
+    monkeypatch.setattr(tc, "_said_once", set())
+    _, models = tiny_models
+    with caplog.at_level(logging.WARNING, logger="gmos.export"):
+        assert accelerate_models(models, _params(torch_compile=True)) is models
+        accelerate_models(models, _params(torch_compile=True))
+    assert caplog.text.count("torch_compile applies on CUDA only") == 1
+    assert not getattr(models.pi3, "_gmos_compiled_decode", False)

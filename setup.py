@@ -47,10 +47,11 @@ setup(
         "video": ["av>=11", "matplotlib>=3.7"],
         "bags": ["rosbags>=0.11,<0.12"],  # the interruption-safe writers subclass rosbags 0.11 internals
         "eval": ["matplotlib>=3.7"],
-        "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
+        "onnx": ["onnx>=1.15", "onnxscript>=0.5", "onnxruntime>=1.17"],  # gmos export (dynamo exporter), parity
         "training": ["opencv-python-headless", "av>=11"],  # generator (cv2), texture clips (av); tensorboard optional
         "test": ["pytest>=7", "rosbags>=0.11,<0.12", "mcap", "av>=11", "matplotlib>=3.7", "opencv-python-headless",
-                 "colcon-core", "colcon-common-extensions", "catkin_pkg"],
+                 "colcon-core", "colcon-common-extensions", "catkin_pkg", "onnx>=1.15", "onnxscript>=0.5",
+                 "onnxruntime>=1.17"],
     },
     entry_points={
         "console_scripts": [

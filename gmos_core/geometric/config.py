@@ -23,8 +23,10 @@ class GeometricConfig:
     internal_pixels:      frames are reduced to about this many pixels before anything else (speed; 240x136
                           for a 480x272 stream). Never enlarged.
     flow_preset:          OpenCV DIS optical-flow preset (ultrafast | fast | medium).
-    flow_finest_scale:    DIS finest pyramid level (0 = internal resolution; None = the preset's: 2 for fast).
-                          Level 1 halves the mask spill past object edges of the fast preset's level 2.
+    flow_finest_scale:    DIS finest pyramid level (0 = the internal resolution; None = the preset's, 2 for
+                          ultrafast/fast). The presets stop at level 2 (patches of 8 px at quarter resolution =
+                          32 internal px), which spreads motion far past object edges and loses small objects;
+                          level 0 with the ultrafast preset measured best per CPU ms (docs/geometric.md).
     max_neighbours:       flow is computed to at most this many distinct window members (both sides of a
                           centred window first, far before near); each costs one DIS flow.
     intrinsics:           (fx, fy, cx, cy) in source pixels; None = camera_info when the frame carries one
@@ -34,6 +36,8 @@ class GeometricConfig:
     sample_step:          grid step (internal pixels) of the correspondences the ego-motion is fitted to.
     min_corner_eigen:     a sample point needs this much texture (cv2.cornerMinEigenVal, 3x3, on 0..1 images).
     min_points:           fewer textured points than this: the frame is "low_texture" (no decision).
+    texture_full_confidence: corner strength (7x7 mean) at which a pixel's motion evidence counts fully; below
+                          it the evidence is scaled down (flat regions: flow is interpolated). 0 = off.
     ransac_threshold:     MAGSAC inlier threshold (internal pixels).
     planar_fraction:      the homography model (pure rotation, planar scene, negligible parallax) is used when
                           at least this fraction of the textured points of the longest-baseline neighbour lies
@@ -48,6 +52,7 @@ class GeometricConfig:
     smoothing:            weight of the previous frame's (flow-warped) probability in the temporal smoothing.
     candidate_threshold:  probability above which pixels form candidate objects (connected components).
     min_area_fraction:    candidate components smaller than this fraction of the frame are dropped.
+    fill_holes:           enclosed holes of a candidate component are part of it (flat interiors).
     moving_enter / moving_exit: hysteresis of a track's motion probability (becomes MOVING above enter,
                           stays MOVING until below exit).
     track_iou:            a component continues a track when their (flow-warped) masks overlap by this IoU.
@@ -55,14 +60,15 @@ class GeometricConfig:
     """
 
     internal_pixels: int = 240 * 136
-    flow_preset: str = "fast"
-    flow_finest_scale: Optional[int] = 1
+    flow_preset: str = "ultrafast"
+    flow_finest_scale: Optional[int] = 0
     max_neighbours: int = 4
     intrinsics: Optional[tuple[float, float, float, float]] = None
     focal_ratio: float = 0.9
     sample_step: int = 4
     min_corner_eigen: float = 1e-4
     min_points: int = 40
+    texture_full_confidence: float = 2e-4
     ransac_threshold: float = 1.0
     planar_fraction: float = 0.8
     static_flow: float = 0.2
@@ -73,6 +79,7 @@ class GeometricConfig:
     smoothing: float = 0.4
     candidate_threshold: float = 0.5
     min_area_fraction: float = 0.003
+    fill_holes: bool = True
     moving_enter: float = 0.6
     moving_exit: float = 0.45
     track_iou: float = 0.2
@@ -109,6 +116,8 @@ class GeometricConfig:
             raise bad("min_area_fraction", "a fraction in [0, 1)")
         if not (0.0 <= self.static_flow):
             raise bad("static_flow", "a flow magnitude >= 0 (internal pixels)")
+        if not (0.0 <= self.texture_full_confidence):
+            raise bad("texture_full_confidence", "a number >= 0")
         if not (0.0 <= self.min_corner_eigen):
             raise bad("min_corner_eigen", "a number >= 0")
         if not (isinstance(self.score_blur, int) and self.score_blur >= 1 and self.score_blur % 2 == 1):

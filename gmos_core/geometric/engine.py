@@ -228,7 +228,7 @@ class GeometricHandler(ModeHandler):
     def _process_job(self, job, video_hw):
         import cv2
 
-        from gmos_core.geometric.motion import dense_flow, score_frame, texture_mask, warp_to_center
+        from gmos_core.geometric.motion import corner_strength, dense_flow, score_frame, warp_to_center
         from gmos_core.tracking import proposals_from_foreground
 
         height, width = video_hw
@@ -257,9 +257,10 @@ class GeometricHandler(ModeHandler):
                 flow = dense_flow(self.dis, center, prev_gray)
             prior = warp_to_center(prev_prob, flow, grid)
         flow_ms = 1000.0 * (time.perf_counter() - t0)
-        textured = texture_mask(center, self.geo.min_corner_eigen)
+        strength = corner_strength(center)
+        textured = strength > self.geo.min_corner_eigen
         score = score_frame(center, sides, flows, grid, self.geo,
-                            prior_moving=None if prior is None else prior > 0.5, textured=textured)
+                            prior_moving=None if prior is None else prior > 0.5, strength=strength)
         t0 = time.perf_counter()
         prob = score.prob
         if prior is not None and score.case not in ("low_texture", "no_neighbours") and self.geo.smoothing > 0:
@@ -269,6 +270,13 @@ class GeometricHandler(ModeHandler):
         self._previous = (center_index, center, prob)
         threshold = self.geo.candidate_threshold
         candidates = cv2.morphologyEx((prob > threshold).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        if self.geo.fill_holes and candidates.any():
+            # a flat object interior has no flow evidence of its own: it belongs to the object around it
+            from scipy import ndimage
+
+            filled = ndimage.binary_fill_holes(candidates > 0)
+            prob = np.where(filled & (candidates == 0), np.maximum(prob, threshold + 1e-3), prob)
+            candidates = filled.astype(np.uint8)
         area = max(1, math.ceil(self.geo.min_area_fraction * size[0] * size[1]))
         proposals = proposals_from_foreground(np.where(candidates > 0, prob, 0.0), threshold,
                                               predicted_iou=0.0, min_area_pixels=area)

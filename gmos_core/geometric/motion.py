@@ -129,9 +129,22 @@ def compose_flows(first: np.ndarray, second: np.ndarray, grid: "PixelGrid") -> n
                              borderMode=cv2.BORDER_REPLICATE)
 
 
-def texture_mask(gray: np.ndarray, min_eigen: float) -> np.ndarray:
-    eig = cv2.cornerMinEigenVal(gray.astype(np.float32) * (1.0 / 255.0), 3)
-    return eig > min_eigen
+def corner_strength(gray: np.ndarray) -> np.ndarray:
+    """cv2.cornerMinEigenVal (3x3) of the 0..1 image: how well flow is determined at each pixel."""
+    return cv2.cornerMinEigenVal(gray.astype(np.float32) * (1.0 / 255.0), 3)
+
+
+def texture_mask(gray: np.ndarray, min_eigen: float, strength: Optional[np.ndarray] = None) -> np.ndarray:
+    return (corner_strength(gray) if strength is None else strength) > min_eigen
+
+
+def texture_confidence(strength: np.ndarray, full: float) -> np.ndarray:
+    """Weight in [0, 1] of the motion evidence per pixel: the corner strength averaged over a 7x7 patch (DIS
+    patches are 8 px) relative to ``full``. Flow in flat regions is filled in from the surroundings, so its
+    residual there says nothing either way."""
+    if full <= 0:
+        return np.ones_like(strength)
+    return np.clip(cv2.blur(strength, (7, 7)) * (1.0 / full), 0.0, 1.0)
 
 
 def warp_to_center(image: np.ndarray, flow: np.ndarray, grid: PixelGrid, interpolation=cv2.INTER_LINEAR):
@@ -303,7 +316,7 @@ def essential_residuals(pairs: Sequence[PairGeometry], targets: Sequence[np.ndar
 
 def score_frame(center: np.ndarray, sides: Sequence[int], flows: Sequence[np.ndarray], grid: PixelGrid,
                 config: GeometricConfig, prior_moving: Optional[np.ndarray] = None,
-                textured: Optional[np.ndarray] = None) -> FrameScore:
+                strength: Optional[np.ndarray] = None) -> FrameScore:
     """Independent-motion probability of the centre frame from its neighbours (see the module docstring).
 
     sides: per neighbour −1 (past) or +1 (future); flows: centre → neighbour (h, w, 2).
@@ -313,8 +326,9 @@ def score_frame(center: np.ndarray, sides: Sequence[int], flows: Sequence[np.nda
 
     h, w = center.shape
     t0 = time.perf_counter()
-    if textured is None:
-        textured = texture_mask(center, config.min_corner_eigen)
+    if strength is None:
+        strength = corner_strength(center)
+    textured = strength > config.min_corner_eigen
     usable = textured.ravel()[grid.sample_flat]
     if prior_moving is not None and prior_moving.any():
         grown = cv2.dilate(prior_moving.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
@@ -367,7 +381,7 @@ def score_frame(center: np.ndarray, sides: Sequence[int], flows: Sequence[np.nda
         case = "no_neighbours" if not pairs else "low_texture"
         return FrameScore(np.zeros((h, w), np.float32), case, pairs, timings)
     score = np.minimum.reduce([s for side in scores_by_side.values() for s in side])
-    score = score.reshape(h, w).astype(np.float32)
+    score = score.reshape(h, w).astype(np.float32) * texture_confidence(strength, config.texture_full_confidence)
     if config.score_blur > 1:
         score = cv2.blur(score, (config.score_blur, config.score_blur))
     prob = 1.0 / (1.0 + np.exp(-PROB_SLOPE * (score - 1.0)))

@@ -253,7 +253,13 @@ class Harness:
 
 
 def ros2_cli(*args: str, timeout: float = 60.0) -> dict:
-    proc = subprocess.run(["ros2", *args], capture_output=True, text=True, timeout=timeout)
+    """A `ros2` command without the daemon (it would outlive the test). Discovery can take seconds on a
+    loaded machine: 3 s of spin time, and a second try if the node was not discovered."""
+    for _ in range(2):
+        proc = subprocess.run(["ros2", *args, "--no-daemon", "--spin-time", "3"], capture_output=True, text=True,
+                              timeout=timeout)
+        if "Node not found" not in proc.stdout + proc.stderr:
+            break
     return {"rc": proc.returncode, "out": proc.stdout.strip(), "err": proc.stderr.strip()}
 
 
@@ -287,7 +293,7 @@ def scenario_stream(out: Path, video: str, env: dict, result: dict) -> dict:
         h.record("/diagnostics", DiagnosticArray, 50)
         result["state_at_start"] = h.wait_state("active", 120.0)
         result["startup_s"] = round(time.monotonic() - node.started, 1)
-        result["cli_lifecycle_get"] = ros2_cli("lifecycle", "get", ns, "--no-daemon", "--spin-time", "3")
+        result["cli_lifecycle_get"] = ros2_cli("lifecycle", "get", ns)
         from gmos_core.bridge.params import PARAMETER_SPECS
 
         described = h.call(DescribeParameters, f"{ns}/describe_parameters",
@@ -325,8 +331,9 @@ def scenario_stream(out: Path, video: str, env: dict, result: dict) -> dict:
 
         def run_phase(threshold: float, indices: list[int], how: str) -> dict:
             if how == "cli":
-                answer = ros2_cli("param", "set", ns, "mask_threshold", str(threshold), "--no-daemon")
-                ok = {"successful": answer["rc"] == 0 and "successful" in answer["out"], "reason": answer["out"]}
+                answer = ros2_cli("param", "set", ns, "mask_threshold", str(threshold))
+                ok = {"successful": answer["rc"] == 0 and "successful" in answer["out"],
+                      "reason": answer["out"] + answer["err"]}
             else:
                 ok = h.set_param("mask_threshold", threshold)
             for i in indices:

@@ -683,7 +683,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                     raise ValueError(f"--texture-videos {p}: not a file or folder")
         cfg = SyntheticConfig(width=width, height=height, num_frames=args.frames, fps=args.fps, texture_videos=videos)
         if args.benchmark:
-            print(f"{measure_fps(config=cfg):.1f} frames/s at {width}x{height} (one process)")
+            import cv2
+
+            cv2.setNumThreads(1)  # one core: OpenCV would otherwise spread the warps over every core
+            print(f"{measure_fps(config=cfg):.1f} frames/s at {width}x{height} (one process, OpenCV 1 thread)")
             return 0
         if args.out is None:
             raise ValueError("--out is required (the folder to write the dataset into)")

@@ -249,3 +249,43 @@ def test_tiny_model_overfits_and_its_export_segments_moving_objects_in_the_engin
     # measured: per-frame IoU 0.39-0.64 (16x16 masks upsampled, IoU tracker); an untrained head paints nothing
     # (IoU 0 on frames with motion).  0.3 on the mean leaves margin.
     assert len(ious) == CLIP["num_frames"] and np.mean(ious) > 0.3, ious
+
+
+@pytest.mark.parametrize("trainable", [["pi3", "sam2_image_encoder"], []])
+def test_encoders_train_only_when_asked(tmp_path, trainable):
+    from training.trainer import Trainer
+
+    tree = tiny_tree(tmp_path, **{"optim.max_steps": 1, "optim.warmup_steps": 0})
+    tree["trainable_encoders"] = trainable
+    trainer = Trainer(config_from_dict(tree), resume=False, progress=False)
+    before = {n: {k: v.clone() for k, v in getattr(trainer.model, n).state_dict().items()}
+              for n in ("pi3", "sam2_image_encoder", "head")}
+    trainer.train()
+    for name, state in before.items():
+        changed = any(not torch.equal(v, getattr(trainer.model, name).state_dict()[k]) for k, v in state.items())
+        assert changed == (name == "head" or name in trainable), name
+    assert trainer.saved_components() == ("pi3", "sam2_image_encoder", "head")  # random encoders travel along
+
+
+def test_cli_train_and_cache_features(tmp_path, capsys):
+    import yaml
+
+    from gmos_core.cli.main import main
+
+    cfg_path = tmp_path / "cfg.yaml"
+    tree = tiny_tree(tmp_path / "run", **{"optim.max_steps": 2})
+    cfg_path.write_text(yaml.safe_dump(tree))
+    assert main(["cache-features", "--config", str(cfg_path), "--out", str(tmp_path / "cache"), "--no-progress"]) == 0
+    assert main(["train", "--config", str(cfg_path), "--feature-cache", str(tmp_path / "cache"), "--no-progress",
+                 "--set", "optim.lr=2e-3"]) == 0
+    out = capsys.readouterr().out
+    assert "exported" in out and (tmp_path / "run" / "model.safetensors").is_file()
+    from gmos_core.weights.metadata import read_checkpoint_metadata
+
+    assert read_checkpoint_metadata(tmp_path / "run" / "model.safetensors").training_command.startswith(("gmos", ""))
+    # bad inputs: one line naming the problem
+    assert main(["train", "--config", str(cfg_path), "--set", "optim.effective_batch=3"]) == 2
+    assert main(["cache-features", "--config", str(cfg_path), "--out", str(tmp_path / "c2"),
+                 "--set", "trainable_encoders=[pi3]"]) == 2
+    err = capsys.readouterr().err
+    assert "effective_batch" in err and "frozen" in err

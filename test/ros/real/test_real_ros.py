@@ -86,7 +86,9 @@ def test_mask_threshold_set_at_run_time_takes_effect(stream):
         fractions.setdefault(threshold, []).append(float((arrays[f"mask_{stamp}"] > 0).mean()))
     assert fractions[1.0] and max(fractions[1.0]) == 0.0  # fg_prob > 1.0: nothing is dynamic
     assert fractions[0.0] and min(fractions[0.0]) == 1.0  # fg_prob > 0.0: everything is
-    assert all(0.05 < f < 0.95 for f in fractions[0.44]), fractions[0.44]
+    # 0.44 lies inside the tiny random model's foreground probabilities on these frames (measured: about
+    # [0.40, 0.47]); if the tiny model's initialisation changes, pick a threshold inside its new range
+    assert all(0.05 < f < 0.95 for f in fractions[0.44]), ("dynamic fractions at 0.44", fractions[0.44])
 
 
 def test_read_only_out_of_range_and_wrongly_typed_sets_are_refused_with_the_reason(stream):

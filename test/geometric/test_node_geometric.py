@@ -70,12 +70,12 @@ def test_geometric_mode_through_node_core_at_10_hz(factory):
         assert {"objects", "dynamic_mask", "instance_mask"} <= set(out)
         assert out["dynamic_mask"].header is record.header
         assert (out["dynamic_mask"].height, out["dynamic_mask"].width) == (scenes.HEIGHT, scenes.WIDTH)
-    # the moving object is found on the stream; measured mean IoU 0.88, min 0.84 over frames 2..; thresholds
-    # 0.75 / 0.6
+    # the moving object is found on the stream; measured mean IoU 0.89, min 0.79 over frames 2..; thresholds
+    # 0.80 / 0.65
     ious = [float((r.result.dynamic_mask & g).sum() / max(1, (r.result.dynamic_mask | g).sum()))
             for r, g in zip(records[2:], gts[2:])]
-    assert np.mean(ious) >= 0.75, np.round(ious, 3)
-    assert min(ious) >= 0.6, np.round(ious, 3)
+    assert np.mean(ious) >= 0.80, np.round(ious, 3)
+    assert min(ious) >= 0.65, np.round(ious, 3)
     moving = [o for r in records[2:] for o in r.result.objects if int(o.state) == 2]
     assert moving and len({o.track_id for o in moving if o.pixel_count > 2000}) == 1
 

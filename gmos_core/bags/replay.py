@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from array import array
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -31,6 +32,11 @@ from gmos_core.bags.writer import BagWriter, check_storage
 
 SKIPPED_TOPIC = "replay/skipped"  # relative to the namespace
 DIAGNOSTIC_WARN = 1
+# Memory stays flat however long the bag (issue 15): every per-frame output goes to the bag or the overlay
+# video as it is produced; what replay keeps per frame is bounded or a few bytes (timeline stamps).
+SKIP_RECORDS_LISTED = 100  # skip records kept in the summary; all of them are in the bag's replay/skipped
+SKIP_REASONS_LISTED = 50  # distinct reasons counted by name; further ones are counted together
+OTHER_REASONS = "other reasons (see the bag's replay/skipped topic)"
 
 
 class ReplayInterrupted(Exception):
@@ -94,7 +100,8 @@ class ReplaySummary:
     frames_out: int = 0
     frames_skipped: int = 0
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
-    skipped: list[SkipRecord] = field(default_factory=list)
+    skipped: list[SkipRecord] = field(default_factory=list)  # the first SKIP_RECORDS_LISTED
+    skipped_not_listed: int = 0  # skips beyond those (each is in the output bag's replay/skipped topic)
     frames_pending_at_interrupt: int = 0
     interrupted: bool = False
     wall_s: float = 0.0
@@ -152,47 +159,128 @@ class ReplaySummary:
 
 
 class _StageTimes:
+    """Per-stage time distribution in constant memory: exact count, mean and max, and percentiles from a
+    histogram of 0.5 %-wide logarithmic bins (p50/p90 are the lower nearest-rank values, to within 0.25 %
+    of their value, or 1e-4 ms below that; numpy's interpolated percentile can lie between two ranks). Keeping every value grew by ~0.3 MB per 1,000 frames (issue 15)."""
+
+    MIN_MS, MAX_MS, STEP = 1e-4, 1e7, 1.005
+    BINS = int(math.ceil(math.log(MAX_MS / MIN_MS) / math.log(STEP))) + 1
+
     def __init__(self) -> None:
-        self.values: dict[str, list[float]] = {}
+        self.stats: dict[str, list[float]] = {}  # stage -> [count, sum, max]
+        self.histograms: dict[str, np.ndarray] = {}
 
     def add(self, stage: str, ms: float) -> None:
-        self.values.setdefault(stage, []).append(float(ms))
+        ms = float(ms)
+        stats = self.stats.get(stage)
+        if stats is None:
+            stats = self.stats[stage] = [0, 0.0, -math.inf]
+            self.histograms[stage] = np.zeros(self.BINS, np.int64)
+        stats[0] += 1
+        stats[1] += ms
+        stats[2] = max(stats[2], ms)
+        self.histograms[stage][self._bin(ms)] += 1
+
+    def _bin(self, ms: float) -> int:
+        if not ms > self.MIN_MS:  # also NaN
+            return 0
+        return min(self.BINS - 1, int(math.log(ms / self.MIN_MS) / math.log(self.STEP)) + 1)
+
+    def _percentile(self, stage: str, q: float) -> float:
+        histogram = self.histograms[stage]
+        count = int(self.stats[stage][0])
+        rank = q / 100 * (count - 1)  # numpy's default (linear) percentile rank, rounded to a bin
+        index = int(np.searchsorted(np.cumsum(histogram), math.floor(rank) + 1))
+        if index == 0:
+            return 0.0
+        centre = self.MIN_MS * self.STEP ** (index - 0.5)  # geometric centre of the bin
+        return float(min(centre, self.stats[stage][2]))
 
     def summary(self) -> dict[str, dict[str, float]]:
         out = {}
-        for stage, values in self.values.items():
-            arr = np.asarray(values)
-            out[stage] = {"mean": float(arr.mean()), "p50": float(np.percentile(arr, 50)),
-                          "p90": float(np.percentile(arr, 90)), "max": float(arr.max()), "count": int(arr.size)}
+        for stage, (count, total, largest) in self.stats.items():
+            out[stage] = {"mean": total / count, "p50": self._percentile(stage, 50),
+                          "p90": self._percentile(stage, 90), "max": float(largest), "count": int(count)}
         return out
 
 
-class MotionTimeline:
-    """Per track: the motion state on each segmented frame (for the objects x time plot)."""
-
-    FOREGROUND = -1  # pseudo-track of GMOS-S results
+class _RunningStats:
+    """Count, mean and max of a stream of numbers (constant memory)."""
 
     def __init__(self) -> None:
-        self.stamps_ns: list[int] = []
-        self.states: dict[int, dict[int, int]] = {}  # track -> {frame position: state}
+        self.count, self.total, self.largest = 0, 0.0, -math.inf
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.total += float(value)
+        self.largest = max(self.largest, float(value))
+
+
+class MotionTimeline:
+    """Per track: the motion state on each segmented frame (for the objects x time plot).
+
+    Kept small for long replays (issue 15): 8 bytes per frame (its stamp) plus, per track, its runs of
+    equal state (start, stop, state). Only the ``MAX_TRACKS`` longest-lived tracks are plotted, so once more
+    than ``KEEP_TRACKS`` tracks are known, the tracks outside the current top ``MAX_TRACKS`` that have been
+    gone for ``FORGET_AFTER_FRAMES`` frames are forgotten: frame counts only grow, so such a track cannot
+    reach the plot again unless its id comes back after that long. The tracks kept are then at most those
+    seen in the last ``FORGET_AFTER_FRAMES`` (+ 64) frames plus the plotted ones, however long the run.
+    """
+
+    FOREGROUND = -1  # pseudo-track of GMOS-S results
+    MAX_TRACKS = 40
+    KEEP_TRACKS = 4 * MAX_TRACKS
+    FORGET_AFTER_FRAMES = 300
+
+    def __init__(self) -> None:
+        self._stamps = array("q")
+        self.runs: dict[int, list[list[int]]] = {}  # track -> [[first position, stop (exclusive), state], ...]
+        self.frames_present: dict[int, int] = {}
+
+    @property
+    def stamps_ns(self) -> list[int]:
+        return self._stamps.tolist()
+
+    def __len__(self) -> int:
+        return len(self._stamps)
 
     def add(self, result: Any) -> None:
-        position = len(self.stamps_ns)
-        self.stamps_ns.append(int(result.frame.stamp_ns))
+        position = len(self._stamps)
+        self._stamps.append(int(result.frame.stamp_ns))
+        states: dict[int, int] = {}  # this frame's state per track (a repeated track id: the last one wins)
         for obj in result.objects:
-            self.states.setdefault(int(obj.track_id), {})[position] = int(obj.state)
+            states[int(obj.track_id)] = int(obj.state)
         if result.mode == "gmos_s" and result.dynamic_mask is not None:
             # GMOS-S has no objects: one row for "the foreground moves on this frame" (any dynamic pixel).
-            self.states.setdefault(self.FOREGROUND, {})[position] = 2 if bool(np.any(result.dynamic_mask)) else 1
+            states[self.FOREGROUND] = 2 if bool(np.any(result.dynamic_mask)) else 1
+        for track, state in states.items():
+            runs = self.runs.setdefault(track, [])
+            if runs and runs[-1][1] == position and runs[-1][2] == state:
+                runs[-1][1] = position + 1
+            else:
+                runs.append([position, position + 1, state])
+            self.frames_present[track] = self.frames_present.get(track, 0) + 1
+        if len(self.runs) > self.KEEP_TRACKS and position % 64 == 0:
+            self._forget_short_tracks(position)
 
-    def matrix(self, max_tracks: int = 40) -> tuple[np.ndarray, list[int]]:
+    def _ranked(self) -> list[int]:
+        """Track ids, longest-lived first (ties: smaller id first), the order ``matrix`` picks from."""
+        return sorted(self.runs, key=lambda t: (-self.frames_present[t], t))
+
+    def _forget_short_tracks(self, position: int) -> None:
+        plotted = set(self._ranked()[: self.MAX_TRACKS])
+        for track in [t for t, runs in self.runs.items()
+                      if t not in plotted and runs[-1][1] <= position - self.FORGET_AFTER_FRAMES]:
+            del self.runs[track], self.frames_present[track]
+
+    def matrix(self, max_tracks: int = MAX_TRACKS) -> tuple[np.ndarray, list[int]]:
         """(tracks, frames) int8: -1 absent, else MotionState value; longest-lived tracks first."""
-        tracks = sorted(self.states, key=lambda t: (-len(self.states[t]), t))[:max_tracks]
+        tracks = self._ranked()[:max_tracks]
         tracks.sort()
-        grid = np.full((len(tracks), len(self.stamps_ns)), -1, np.int8)
+        grid = np.full((len(tracks), len(self._stamps)), -1, np.int8)
         for row, track in enumerate(tracks):
-            for position, state in self.states[track].items():
-                grid[row, position] = state
+            for start, stop, state in self.runs[track]:
+                grid[row, start:stop] = state
         return grid, tracks
 
     def plot(self, path: Path, title: str = "") -> Path:
@@ -204,7 +292,8 @@ class MotionTimeline:
         from matplotlib.patches import Patch
 
         grid, tracks = self.matrix()
-        times = (np.asarray(self.stamps_ns, dtype=np.float64) - (self.stamps_ns[0] if self.stamps_ns else 0)) / 1e9
+        stamps = np.frombuffer(self._stamps, np.int64) if len(self._stamps) else np.zeros(0, np.int64)
+        times = (stamps.astype(np.float64) - (stamps[0] if len(stamps) else 0)) / 1e9
         fig, ax = plt.subplots(figsize=(10, 1.5 + 0.28 * max(1, len(tracks))), dpi=100)
         colours = ["#ffffff", "#bdbdbd", "#3b75af", "#d62728"]  # absent, unknown, static, moving
         if len(tracks) and len(times):
@@ -214,7 +303,7 @@ class MotionTimeline:
             ax.set_yticks(range(len(tracks)))
             ax.set_yticklabels(["foreground" if t == self.FOREGROUND else f"track {t}" for t in tracks], fontsize=7)
         else:
-            ax.text(0.5, 0.5, f"no objects segmented in {len(self.stamps_ns)} frames", ha="center", va="center",
+            ax.text(0.5, 0.5, f"no objects segmented in {len(self._stamps)} frames", ha="center", va="center",
                     transform=ax.transAxes)
             ax.set_yticks([])
             if len(times) > 1:  # still show the replayed span, not matplotlib's default 0..1
@@ -261,14 +350,15 @@ def replay_bag(
     artefacts: Optional[Artefacts] = None,
     progress: bool = True,
     model_description: str = "",
-    evaluate: Optional[Callable[[list[Any]], dict[str, Any]]] = None,
+    evaluate: Optional[Any] = None,
     handle_signals: bool = False,
 ) -> ReplaySummary:
     """Replay ``in_bag`` into ``out_bag`` (see the module doc).
 
     make_node(clock_ns) -> an *activated* ``gmos_core.bridge.NodeCore`` whose clock is ``clock_ns`` (replay
     passes the bag clock: the log time of the message being processed, like ``use_sim_time``).
-    evaluate(records) -> metrics, called with every OutputRecord-like (result, header) at the end.
+    evaluate: a ``gmos_core.bags.evaluation.make_evaluator(...)``; its ``new_run()`` is fed every output
+    record as it is produced (``add``) and scored at the end (``result``), so no record is kept.
     """
     from tqdm import tqdm
 
@@ -280,7 +370,12 @@ def replay_bag(
     artefacts = artefacts or Artefacts()
     stages = _StageTimes()
     timeline = MotionTimeline()
-    eval_items: list[Any] = []
+    evaluation = None
+    if evaluate is not None:
+        if not hasattr(evaluate, "new_run"):
+            raise TypeError("replay_bag: evaluate must come from gmos_core.bags.evaluation.make_evaluator (a "
+                            f"streaming evaluator with new_run()), got {type(evaluate).__name__}")
+        evaluation = evaluate.new_run()
     storage = options.storage
     summary = ReplaySummary(in_bag=str(in_bag), out_bag=str(out_bag), storage="", ros_distro=options.ros_distro,
                             model=model_description)
@@ -363,10 +458,14 @@ def replay_bag(
 
             def skip(frame: BagFrame, reason: str) -> None:
                 frame_id = str(getattr(getattr(frame.image, "header", None), "frame_id", ""))
-                record = SkipRecord(frame.index, frame.stamp_ns, frame_id, reason)
-                summary.skipped.append(record)
+                if len(summary.skipped) < SKIP_RECORDS_LISTED:
+                    summary.skipped.append(SkipRecord(frame.index, frame.stamp_ns, frame_id, reason))
+                else:
+                    summary.skipped_not_listed += 1
                 summary.frames_skipped += 1
-                summary.skipped_by_reason[reason] = summary.skipped_by_reason.get(reason, 0) + 1
+                counted = reason if (reason in summary.skipped_by_reason
+                                     or len(summary.skipped_by_reason) < SKIP_REASONS_LISTED) else OTHER_REASONS
+                summary.skipped_by_reason[counted] = summary.skipped_by_reason.get(counted, 0) + 1
                 header = factory.header(frame.stamp_ns, frame_id)
                 status = _Status(DIAGNOSTIC_WARN, "gmos replay: frame skipped", reason, options.image_topic,
                                  {"frame_index": str(frame.index), "stamp_ns": str(frame.stamp_ns),
@@ -396,10 +495,10 @@ def replay_bag(
                     for stage, ms in record.result.timings_ms.items():
                         stages.add(f"model:{stage}", ms)
                     summary.frames_out += 1
-                    delays.append(current_index[0] - frame.index)
+                    delays.add(current_index[0] - frame.index)
                     timeline.add(record.result)
-                    if evaluate is not None:
-                        eval_items.append(record)
+                    if evaluation is not None:
+                        evaluation.add(record, mask_threshold=params.mask_threshold)  # scored now, not kept
                     if artefacts.overlay_mp4 is not None and record.rgb is not None:
                         t0 = time.perf_counter()
                         from gmos_core.io import VideoWriter, overlay_frame
@@ -415,7 +514,7 @@ def replay_bag(
                         del pending[key]
                         skip(frame, _node_reason(node, before))
 
-            delays: list[int] = []
+            delays = _RunningStats()
             lookahead: list[Optional[int]] = [None]
             current_index = [0]
             fps_guess = [30.0]
@@ -521,14 +620,17 @@ def replay_bag(
     summary.real_time_factor = summary.bag_span_s / summary.wall_s if summary.wall_s > 0 else math.inf
     summary.stage_ms = stages.summary()
     summary.lookahead_frames = lookahead[0]
-    if delays:
-        summary.observed_delay_frames = {"mean": float(np.mean(delays)), "max": float(np.max(delays))}
+    if delays.count:
+        summary.observed_delay_frames = {"mean": delays.total / delays.count, "max": float(delays.largest)}
     evaluation_error: Optional[Exception] = None
-    if evaluate is not None and eval_items and not summary.interrupted:
+    if evaluation is not None:
         try:
-            summary.evaluation = evaluate(eval_items)
+            if summary.frames_out and not summary.interrupted:
+                summary.evaluation = evaluation.result()
         except (ValueError, OSError) as exc:  # bad ground truth: still write the plot and summary, then say so
             evaluation_error = exc
+        finally:
+            evaluation.close()
     if overlay_writer is not None and artefacts.overlay_mp4 is not None:
         summary.artefacts["overlay video"] = str(artefacts.overlay_mp4)
     if artefacts.timeline_png is not None:

@@ -68,3 +68,45 @@ def read_bag(path: Path) -> dict[str, list[tuple[int, object]]]:
 
 def stamp_ns(msg) -> int:
     return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+def fast_node_maker(mode: str = "gmos_s"):
+    """clock -> activated NodeCore over the real StreamingEngine (stride 1: a 2-frame look-ahead) whose
+    networks are test/engine's FakeModels: for tests that need hundreds of frames or a signal mid-frame
+    (the tiny random model takes ~0.5-3 s per frame on the 2-core machine). Only gmos_s: the stand-in has
+    no SAM 2 predictor for gmos_online's propagation."""
+    import dataclasses
+
+    from gmos_core.bridge.core import NodeCore
+    from gmos_core.bridge.params import NodeParams
+    from gmos_core.engine.config import EngineConfig
+    from gmos_core.engine.streaming import StreamingEngine
+
+    from ..engine.fakes import FakeModels
+
+    class QuietFakeModels(FakeModels):
+        """FakeModels without its per-call recording lists (they would grow with the frames)."""
+
+        def encode_tokens(self, images):
+            return images[:, None, :].clone()
+
+        def decode_anchor(self, hidden, num_frames, height, width, position):
+            return hidden.reshape(-1, num_frames)[:, position].reshape(-1, 1, 1, 1)
+
+        def sam_encode(self, images):
+            return [{"code": v.reshape(1)} for v in images]
+
+    fields = {f.name for f in dataclasses.fields(NodeParams)}
+    params = NodeParams(**{"mode" if "mode" in fields else "model": mode}, tiny_random_model=True,
+                        device="cpu", precision="fp32")
+
+    def build(_params):
+        return StreamingEngine(EngineConfig(mode=mode, device="cpu", precision="fp32", stride=1),
+                               QuietFakeModels(mode=mode))
+
+    def make(clock_ns):
+        node = NodeCore(params, build, clock_ns=clock_ns)
+        node.activate()
+        return node
+
+    return make

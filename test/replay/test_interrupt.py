@@ -1,4 +1,5 @@
-"""Interrupted runs leave readable bags: real subprocesses killed with SIGKILL and SIGINT."""
+"""Interrupted runs leave readable bags: real subprocesses killed with SIGKILL, SIGINT and SIGTERM; a
+second SIGINT/SIGTERM stops at once."""
 from __future__ import annotations
 
 import os
@@ -82,7 +83,8 @@ def _replay_cmd(in_bag: Path, out_bag: Path, storage: str) -> list[str]:
             "--no-overlay", "--no-progress", "--fps", "30"]
 
 
-@pytest.mark.parametrize("sig,storage", [(signal.SIGKILL, "mcap"), (signal.SIGINT, "sqlite3")])
+@pytest.mark.parametrize("sig,storage", [(signal.SIGKILL, "mcap"), (signal.SIGINT, "sqlite3"),
+                                         (signal.SIGTERM, "mcap")])
 def test_interrupted_replay_leaves_a_readable_bag(tmp_path, repo_root, demo_clip, sig, storage):
     frames = 40
     in_bag = make_video_bag(demo_clip, tmp_path / "in", frames, storage=storage, camera_info_topic=None)
@@ -106,7 +108,7 @@ def test_interrupted_replay_leaves_a_readable_bag(tmp_path, repo_root, demo_clip
         assert proc.returncode == -signal.SIGKILL
         assert len(masks) < frames
     else:
-        # Ctrl-C: the replay stops, finalises the bag and says so
+        # Ctrl-C / SIGTERM: the replay stops, finalises the bag and says so
         assert proc.returncode == 130, stderr
         assert "INTERRUPTED" in stdout
         import yaml
@@ -116,3 +118,49 @@ def test_interrupted_replay_leaves_a_readable_bag(tmp_path, repo_root, demo_clip
         assert counts["/gmos/dynamic_mask"] == len(masks)
         summary = (tmp_path / "out_summary.json").read_text()
         assert '"interrupted": true' in summary and '"accounted": true' in summary
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_one_signal_finishes_the_frame_a_second_stops_at_once(tmp_path, demo_clip, signum):
+    """In-process (replay_bag installs its handlers in the main thread): a signal delivered while a frame is
+    in the engine lets that frame finish and be written, then the replay stops; a second signal raises at
+    once, inside the frame. Both finalise the bag and report the run as interrupted."""
+    from gmos_core.bags.replay import ReplayOptions, replay_bag
+
+    from ._helpers import fast_node_maker
+
+    in_bag = make_video_bag(demo_clip, tmp_path / "in", 12, camera_info_topic=None)
+    for signals in (1, 2):
+        make = fast_node_maker()
+        reached: list[int] = []
+
+        def make_node(clock_ns, signals=signals, make=make, reached=reached):
+            node = make(clock_ns)
+            process_pending = node.process_pending
+
+            def interrupted(*args, **kwargs):
+                records = process_pending(*args, **kwargs)  # frame pushed through the engine
+                if node.counters.pushed == 6:
+                    for _ in range(signals):
+                        os.kill(os.getpid(), signum)  # handled before the next bytecode of this thread
+                    reached.append(node.counters.pushed)  # not reached when the handler raises
+                return records
+
+            node.process_pending = interrupted
+            return node
+
+        out = tmp_path / f"out{signals}"
+        previous = signal.getsignal(signum)
+        summary = replay_bag(in_bag, out, ReplayOptions(IMAGE_TOPIC), make_node, progress=False, handle_signals=True)
+        assert signal.getsignal(signum) == previous  # handlers restored
+        masks = [stamp_ns(m) for _, m in read_bag(out)["/gmos/dynamic_mask"]]
+        assert summary.interrupted and summary.accounted
+        assert summary.frames_in == 6  # no frame read after the signal
+        if signals == 1:
+            assert reached == [6]  # the frame in hand finished ...
+            # ... and its ready outputs were written: frames 1-4 (2 frames of look-ahead at stride 1)
+            assert len(masks) == summary.frames_out == 4
+        else:
+            assert reached == []  # stopped inside the frame
+            assert len(masks) == summary.frames_out == 3  # frame 6 completed frame 4's window: not written
+        assert summary.frames_pending_at_interrupt == 6 - summary.frames_out

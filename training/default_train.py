@@ -12,7 +12,8 @@ Data: a pool of synthetic clips (``training/default_data.py``) is rendered at st
 are ``data_seed + i``, never the held-out ones of ``benchmarks/heldout_eval.py``) and part of it is re-rendered
 every ``refresh_every`` steps, so the model sees many scenes without paying for rendering every step.
 Each sample is one 5-frame window (random stride) of one clip, target = union of the objects moving at
-the anchor (centre) frame. Loss: BCE + soft Dice on the 64x64 fg logits, + MSE of the IoU head.
+the anchor (centre) frame. Loss: BCE (positive weight) + batch soft Dice on the 64x64 fg logits, + MSE of the
+IoU head. The logged train_fg_iou is the IoU (prob > 0.5) over the samples that have a moving object.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ class TrainConfig:
     warmup_steps: int = 200
     grad_clip: float = 1.0
     dice_weight: float = 1.0
+    pos_weight: float = 2.0
     iou_weight: float = 0.1
     # data
     data_seed: int = 1000
@@ -83,11 +85,12 @@ class TrainConfig:
 
 # ---------------------------------------------------------------------------------------------- samples
 def window_sample(clip, rng: np.random.Generator, cfg: TrainConfig, pi3_hw, sam_size: int):
-    """One training sample from a clip: (pi3 (N,3,H,W) float [0,1], sam (3,S,S), target (S/4,S/4) float)."""
+    """One training sample from a clip: (pi3 (N,3,H,W) uint8 — the engine's Lanczos resize, divided by 255 on
+    the training device, 4x less to move between processes —, sam (3,S,S) float, target (S/4,S/4) float)."""
     import torch
     import torch.nn.functional as F
 
-    from gmos_core.preprocess import pi3_image_tensor, sam2_image_tensor
+    from gmos_core.preprocess import pi3_resize, sam2_image_tensor
 
     t_len = clip.frames.shape[0]
     strides = [s for s in cfg.strides if (DM.WINDOW_SIZE - 1) * s < t_len]
@@ -107,7 +110,7 @@ def window_sample(clip, rng: np.random.Generator, cfg: TrainConfig, pi3_hw, sam_
     # photometric jitter shared by the window (a camera's gain / white balance)
     gain = rng.uniform(0.75, 1.25, size=3) * rng.uniform(0.85, 1.15)
     frames = np.clip(frames.astype(np.float32) * gain, 0, 255).astype(np.uint8)
-    pi3 = pi3_image_tensor(list(frames), pi3_hw)
+    pi3 = torch.from_numpy(np.stack([pi3_resize(f, pi3_hw) for f in frames])).permute(0, 3, 1, 2).contiguous()
     sam = sam2_image_tensor(frames[DM.WINDOW_SIZE // 2], sam_size)
     out = sam_size // 4
     tgt = torch.from_numpy(np.ascontiguousarray(target))[None, None]
@@ -124,7 +127,8 @@ def make_batch(pool, rng, cfg, pi3_hw, sam_size):
 
 
 class BatchStream(tud.IterableDataset):
-    """Endless batches from a pool of clips that is partly re-rendered every ``refresh_every`` batches.
+    """Endless batches from a pool of clips of which ``refresh_clips`` are re-rendered per ``refresh_every``
+    batches (new scenes, unseen seeds).
 
     Seeds: worker w of n renders the training seeds ``data_seed + w + n*i`` (disjoint across workers), so the
     scenes depend on (data_seed, workers) only. Used directly (CPU, no worker processes) or as the
@@ -146,44 +150,56 @@ class BatchStream(tud.IterableDataset):
             self.worker, self.workers = info.id, info.num_workers
         cfg = self.cfg
         n_pool = max(1, cfg.pool_clips // self.workers)
-        refresh = max(1, cfg.refresh_clips // self.workers)
         rng = np.random.default_rng([cfg.seed, self.start_step, self.worker])
         pool = [render_pool_clip(cfg, self._seed(i)) for i in range(n_pool)]
         h, w = pool[0].frames.shape[1:3]
         pi3_hw = pi3_target_size(w, h, DM.PIXEL_LIMIT)
+        # every batch (= one optimiser step, whichever worker makes it) adds refresh_clips / refresh_every new
+        # scenes on average, so the data seen per step does not depend on the number of workers
+        per_batch = cfg.refresh_clips / cfg.refresh_every
         batches_here = self.start_step // self.workers
-        next_i = n_pool + (batches_here // cfg.refresh_every) * refresh
-        k = 0
+        next_i = n_pool + int(batches_here * per_batch)
+        owed = 0.0
         while True:
-            if k and k % cfg.refresh_every == 0:
-                for _ in range(refresh):
-                    pool[int(rng.integers(len(pool)))] = render_pool_clip(cfg, self._seed(next_i))
-                    next_i += 1
+            owed += per_batch
+            while owed >= 1.0:
+                pool[int(rng.integers(len(pool)))] = render_pool_clip(cfg, self._seed(next_i))
+                next_i += 1
+                owed -= 1.0
             yield make_batch(pool, rng, cfg, pi3_hw, DM.SAM2_IMAGE_SIZE)
-            k += 1
 
 
 # ---------------------------------------------------------------------------------------------- loss
 def losses(out: dict, target, cfg: TrainConfig):
+    """BCE with positive weight + soft Dice over the whole batch, + MSE of the IoU head.
+
+    Why not per-sample Dice: most windows hold a small moving object or none (static scenes, stopped objects);
+    a smoothed per-sample Dice rewards an all-background answer on every empty sample, and a first GMOS-S run
+    with it collapsed to "nothing moves" (logits about -10 everywhere). Batch Dice counts only the moving pixels
+    the batch has; ``pos_weight`` (moving pixels are ~2 % of a frame) keeps the BCE from favouring background.
+    """
     import torch
     import torch.nn.functional as F
 
     logits = out["fg_mask"][:, 0]
-    bce = F.binary_cross_entropy_with_logits(logits, target)
+    pos_weight = torch.tensor(cfg.pos_weight, device=logits.device)
+    bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
     prob = torch.sigmoid(logits)
-    inter = (prob * target).sum(dim=(1, 2))
-    denom = prob.sum(dim=(1, 2)) + target.sum(dim=(1, 2))
-    dice = (1 - (2 * inter + 1) / (denom + 1)).mean()
+    inter = (prob * target).sum()
+    denom = prob.sum() + target.sum()
+    dice = 1 - (2 * inter + 1) / (denom + 1)
     with torch.no_grad():
         hard = (prob > 0.5).float()
         tgt = (target > 0.5).float()
         i = (hard * tgt).sum(dim=(1, 2))
         u = ((hard + tgt) > 0).float().sum(dim=(1, 2))
         iou = torch.where(u > 0, i / u.clamp(min=1), torch.ones_like(u))
+        has_fg = tgt.sum(dim=(1, 2)) > 0
+        fg_iou = (iou * has_fg).sum() / has_fg.sum().clamp(min=1)
     iou_loss = F.mse_loss(out["iou_pred"][:, 0], iou)
     total = bce + cfg.dice_weight * dice + cfg.iou_weight * iou_loss
     # tensors, not floats: no device sync per step (converted when logged)
-    return total, {"bce": bce.detach(), "dice": dice.detach(), "iou_mse": iou_loss.detach(), "iou": iou.mean()}
+    return total, {"bce": bce.detach(), "dice": dice.detach(), "iou_mse": iou_loss.detach(), "iou": fg_iou}
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -233,11 +249,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=None, help="override the config's steps")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: the config's; 1 is faster on a machine shared with other jobs)")
     parser.add_argument("--resume", action="store_true", help="continue from <out-dir>/state.pt")
     parser.add_argument("--workers", type=int, default=0,
                         help="data worker processes (0: render in the training process, right for 2 cores)")
     parser.add_argument("--time-budget-min", type=float, default=None,
-                        help="after min(100, steps/10) steps, lower the step count (and so the LR schedule) to what fits in this "
+                        help="after min(100, steps/10) steps (refitted at 4x and 10x that), set the step count (and so the LR schedule) to what fits in this "
                              "many minutes of training; the log says the steps used")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop (checkpoint + export) after this wall time; --resume continues")
@@ -248,6 +266,8 @@ def main(argv=None) -> int:
     cfg = TrainConfig.from_yaml(args.config)
     if args.steps is not None:
         cfg.steps = args.steps
+    if args.threads is not None:
+        cfg.threads = args.threads
     torch.set_num_threads(cfg.threads)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -286,7 +306,7 @@ def main(argv=None) -> int:
     log_file = open(log_path, "w" if new_log else "a", newline="")
     log = csv.writer(log_file)
     if new_log:
-        log.writerow(["step", "wall_s", "lr", "loss", "bce", "dice", "iou_mse", "train_iou", "samples_per_s"])
+        log.writerow(["step", "wall_s", "lr", "loss", "bce", "dice", "iou_mse", "train_fg_iou", "samples_per_s"])
     model.train()
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -294,13 +314,17 @@ def main(argv=None) -> int:
     start_wall = time.perf_counter()
     first_step = step
     budget_s = 60 * args.time_budget_min if args.time_budget_min else None
-    budget_probe_step = step + min(100, max(5, cfg.steps // 10))
+    probe = min(100, max(5, cfg.steps // 10))
+    budget_probe_steps = [step + probe, step + 4 * probe, step + 10 * probe]
+    probe_times: dict = {}
+    requested_steps = cfg.steps
     acc, acc_n, t_log = {}, 0, time.perf_counter()
     while step < cfg.steps:
         pi3, sam, tgt = next(batches)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        out = model(pi3.to(device, non_blocking=True), sam.to(device, non_blocking=True))
+        pi3 = pi3.to(device, non_blocking=True).float().div_(255)  # == gmos_core.preprocess.pi3_image_tensor
+        out = model(pi3, sam.to(device, non_blocking=True))
         loss, parts = losses(out, tgt.to(device, non_blocking=True), cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -311,10 +335,16 @@ def main(argv=None) -> int:
         for k, v in parts.items():
             acc[k] = acc.get(k, 0.0) + v
         acc_n += 1
-        if budget_s is not None and step == budget_probe_step:  # fit the schedule to the time budget
-            rate = (step - first_step) / (time.perf_counter() - start_wall)
-            fit = step + int(rate * (budget_s - (time.perf_counter() - start_wall)) * 0.97)
-            if fit < cfg.steps:
+        if budget_s is not None and step in budget_probe_steps:  # fit the schedule to the time budget
+            now = time.perf_counter()
+            probe_times[step] = now
+            if len(probe_times) == 1:  # first probe: rate since the start (includes warm-up: pessimistic)
+                rate = (step - first_step) / (now - start_wall)
+            else:  # later probes: rate since the first probe (steady state)
+                rate = (step - budget_probe_steps[0]) / (now - probe_times[budget_probe_steps[0]])
+            fit = step + int(rate * (budget_s - (now - start_wall)) * 0.98)
+            fit = min(fit, requested_steps)
+            if fit != cfg.steps:
                 print(f"time budget {args.time_budget_min} min: {rate:.1f} steps/s, steps {cfg.steps} -> {fit}",
                       flush=True)
                 cfg.steps = max(step + 1, fit)

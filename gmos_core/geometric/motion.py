@@ -389,6 +389,12 @@ def score_frame(center: np.ndarray, sides: Sequence[int], flows: Sequence[np.nda
         pairs = fit_window(p0, flows_pts, sides, grid, config, force_planar=True)
         residuals = _dense_residuals(pairs, flows, grid)
     scores_by_side: dict[int, list[np.ndarray]] = {}
+    x, y = grid.xs.ravel(), grid.ys.ravel()
+    outside = {}
+    for pair, flow in zip(pairs, flows):
+        fl = flow.reshape(-1, 2)
+        u, v = x + fl[:, 0], y + fl[:, 1]
+        outside[id(pair)] = (u < 0) | (u > w - 1) | (v < 0) | (v > h - 1)
     for pair, residual in zip(pairs, residuals):
         if residual is None:
             continue
@@ -401,7 +407,10 @@ def score_frame(center: np.ndarray, sides: Sequence[int], flows: Sequence[np.nda
         explained = explained[explained < config.ransac_threshold]
         noise = float(np.median(explained)) if len(explained) >= 10 else config.ransac_threshold
         pair.threshold = max(config.residual_floor, config.residual_sigmas * noise)
-        scores_by_side.setdefault(pair.side, []).append(residual / pair.threshold)
+        normalised = residual / pair.threshold
+        # a pixel whose flow leaves the image has no correspondence in this neighbour: no evidence from it
+        normalised[outside[id(pair)]] = np.inf
+        scores_by_side.setdefault(pair.side, []).append(normalised)
     t_res = time.perf_counter()
     timings = {"ego_motion": 1000.0 * (t_fit - t0), "residual": 1000.0 * (t_res - t_fit)}
     if not scores_by_side:
@@ -409,6 +418,7 @@ def score_frame(center: np.ndarray, sides: Sequence[int], flows: Sequence[np.nda
                 else "low_texture")
         return FrameScore(np.zeros((h, w), np.float32), case, pairs, timings)
     score = np.minimum.reduce([s for side in scores_by_side.values() for s in side])
+    score[~np.isfinite(score)] = 0.0  # out of view in every neighbour
     score = score.reshape(h, w).astype(np.float32) * texture_confidence(strength, config.texture_full_confidence)
     if config.score_blur > 1:
         score = cv2.blur(score, (config.score_blur, config.score_blur))

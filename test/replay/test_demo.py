@@ -1,4 +1,5 @@
-"""`gmos demo` (the README's main job) on a few frames of the bundled clip with the default model."""
+"""`gmos demo` (the README's main job) on a few frames of the bundled clip with the tiny random model (the shipped
+default model is tested in test/engine/test_model_flags.py and test/default_model/)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,7 @@ from ._helpers import read_bag, stamp_ns
 
 
 def test_demo_makes_bag_replays_and_reports(tmp_path, capsys):
-    rc = main(["demo", "--out-dir", str(tmp_path / "demo"), "--max-frames", "4", "--no-progress"])
+    rc = main(["demo", "--out-dir", str(tmp_path / "demo"), "--max-frames", "4", "--no-progress", "--tiny-random-model"])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert out.count("UNTRAINED MODEL") == 2 and "masks are meaningless" in out  # loud, start and end

@@ -289,3 +289,47 @@ def test_cli_train_and_cache_features(tmp_path, capsys):
                  "--set", "trainable_encoders=[pi3]"]) == 2
     err = capsys.readouterr().err
     assert "effective_batch" in err and "frozen" in err
+
+
+def test_gmos_s_variant_trains_from_the_same_cache(tmp_path, feature_cache):
+    from gmos_core.weights.metadata import read_checkpoint_metadata
+    from training.trainer import Trainer
+
+    tree = tiny_tree(tmp_path / "s", **{"data.feature_cache": str(feature_cache), "model.variant": "gmos_s",
+                                        "optim.max_steps": 3})
+    trainer = Trainer(config_from_dict(tree), resume=False, progress=False)
+    losses = trainer.train()["losses"]
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    meta = read_checkpoint_metadata(trainer.export(tmp_path / "s.safetensors"))
+    assert meta.variant == "gmos_s" and meta.head_config["embed_dim"] == 32
+
+
+def test_static_clips_and_davis_folders(tmp_path):
+    import cv2
+
+    from gmos_core.io.palette import save_indexed_png
+
+    static = tmp_path / "static" / "room"
+    davis_frames, davis_annos = tmp_path / "JPEGImages" / "seq", tmp_path / "Annotations" / "seq"
+    for d in (static, davis_frames, davis_annos):
+        d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for t in range(6):
+        img = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        cv2.imwrite(str(static / f"{t:05d}.jpg"), img)
+        cv2.imwrite(str(davis_frames / f"{t:05d}.jpg"), img)
+        label = np.zeros((48, 64), np.uint8)
+        label[10:30, 5 + t:25 + t] = 1
+        save_indexed_png(davis_annos / f"{t:05d}.png", label)
+    geometry = SampleGeometry(image_size=64, pixel_limit=2000, max_objects=4)
+    ds = build_dataset([{"kind": "static", "videos": [str(tmp_path / "static")], "fps": 10.0},
+                        {"kind": "davis", "frames": str(tmp_path / "JPEGImages"),
+                         "annotations": str(tmp_path / "Annotations"), "fps": 10.0}], WindowSpec(), geometry)
+    assert len(ds) == 12
+    still, davis = ds[0], ds[6]
+    assert not still["valid"].any() and still["fg"].sum() == 0  # nothing moves in a static clip
+    assert davis["valid"][0] and davis["motion"][0] == 1 and davis["masks"][0].sum() > 0  # DAVIS: every object moves
+    from training.datasets import DatasetError
+
+    with pytest.raises(DatasetError, match="fps"):
+        build_dataset([{"kind": "static", "videos": [str(tmp_path / "static")]}], WindowSpec(), geometry)

@@ -47,6 +47,7 @@ setup(
         "video": ["av>=11", "matplotlib>=3.7"],
         "bags": ["rosbags>=0.11,<0.12"],  # the interruption-safe writers subclass rosbags 0.11 internals
         "eval": ["matplotlib>=3.7"],
+        "geometric": ["opencv-python-headless>=4.8"],  # --mode geometric (DIS flow, USAC_MAGSAC); also in "test"
         "onnx": ["onnx>=1.15", "onnxscript>=0.5", "onnxruntime>=1.17"],  # gmos export (dynamo exporter), parity
         "training": ["opencv-python-headless", "av>=11"],  # generator (cv2), texture clips (av); tensorboard optional
         "test": ["pytest>=7", "rosbags>=0.11,<0.12", "mcap", "av>=11", "matplotlib>=3.7", "opencv-python-headless",

@@ -502,10 +502,12 @@ def replay_bag(
                     if artefacts.overlay_mp4 is not None and record.rgb is not None:
                         t0 = time.perf_counter()
                         from gmos_core.io import VideoWriter, overlay_frame
+                        from gmos_core.io.overlay import caption_frame
 
                         if overlay_writer is None:
                             overlay_writer = VideoWriter(artefacts.overlay_mp4, fps=max(1.0, fps_guess[0]))
-                        overlay_writer.write(overlay_frame(record.rgb, record.result.labels))
+                        caption = f"model: {model_description}" if model_description else ""  # names the model
+                        overlay_writer.write(caption_frame(overlay_frame(record.rgb, record.result.labels), caption))
                         stages.add("overlay video", (time.perf_counter() - t0) * 1e3)
 
             def _skip_older(index: int) -> None:

@@ -116,7 +116,8 @@ class IouOfflineHandler(IouTrackedHandler):
             for instance_id, info in tracked.info.items():
                 if info["state"] == MotionState.MOVING:
                     moving_frames[instance_id] = moving_frames.get(instance_id, 0) + 1
-        moving_objects = [i for i, n in moving_frames.items() if n / len(frames) >= prop_config.min_mov_object_frame_prop]
+        moving_objects = [i for i, n in moving_frames.items()
+                          if n / len(frames) >= prop_config.min_mov_object_frame_prop]
         keep = np.zeros(65536, bool)
         keep[moving_objects] = True
         out = []

@@ -1,6 +1,7 @@
 """Label maps from per-object masks and the official MP4 overlay drawing (§8.6)."""
 from __future__ import annotations
 
+import functools
 from typing import Mapping
 
 import numpy as np
@@ -70,3 +71,34 @@ def overlay_masks(rgb: np.ndarray, ann: np.ndarray, alpha: float = 0.5) -> np.nd
     if rgb.ndim != 4 or ann.ndim != 3 or rgb.shape[:3] != ann.shape:
         raise ValueError(f"overlay_masks: expected rgb (T,H,W,3) and ann (T,H,W), got {rgb.shape} and {ann.shape}")
     return np.stack([overlay_frame(f, a, alpha) for f, a in zip(rgb, ann)]) if len(rgb) else rgb.copy()
+
+
+def caption_frame(rgb: np.ndarray, text: str) -> np.ndarray:
+    """``rgb`` with ``text`` in white on a dark strip across its top rows (same size; the text is cut with "..."
+    to fit the width). Used to name the model on every overlay-video frame."""
+    if not text:
+        return rgb
+    ink = _caption_ink(int(rgb.shape[1]), text)
+    out = np.array(rgb, copy=True)
+    rows = min(ink.shape[0], out.shape[0])
+    top = out[:rows]
+    top[:] = (top.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darkened band keeps the scene visible
+    top[ink[:rows]] = 255
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _caption_ink(width: int, text: str) -> np.ndarray:
+    """(h, width) bool: the text's pixels on a strip of one caption, rendered once per width and text."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    shown = text
+    while shown and probe.textlength(shown, font=font) > width - 6:
+        shown = shown[:-4] + "..." if len(shown) > 4 else ""
+    _, _, _, bottom = probe.textbbox((0, 0), shown or " ", font=font)
+    height = bottom + 6
+    canvas = Image.new("L", (width, height), 0)
+    ImageDraw.Draw(canvas).text((3, 3), shown, fill=255, font=font)
+    return np.asarray(canvas) > 127

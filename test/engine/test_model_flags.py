@@ -155,6 +155,23 @@ def test_replay_without_weights_names_the_default_model_everywhere(tmp_path, cap
     summary = json.loads((tmp_path / "out_summary.json").read_text())
     assert NAME in summary["model"] and "iou tracker" in summary["model"]
     assert (tmp_path / "out_timeline.png").stat().st_size > 0
+    # the overlay video names the model too: white caption text on a darkened strip across the top
+    from gmos_core.io import iter_video_frames
+
+    first = next(iter(iter_video_frames(tmp_path / "out_overlay.mp4", 0, 1))).astype(int)
+    assert first[:12].max() > 200 and first[:12].mean() < 0.7 * first[20:].mean()
+
+
+def test_caption_frame_draws_only_in_its_strip():
+    from gmos_core.io.overlay import caption_frame
+
+    frame = np.full((60, 200, 3), 100, np.uint8)
+    out = caption_frame(frame, f"model: {NAME}")
+    text_rows = np.nonzero((out == 255).all(-1).any(1))[0]
+    assert text_rows.size and text_rows.max() < 16  # text in the top strip
+    assert (out[text_rows.max() + 4:] == 100).all()  # the rest of the frame untouched
+    assert set(np.unique(out[:text_rows.max()])) == {40, 255}  # darkened band (100 * 2 // 5) and ink
+    assert caption_frame(frame, "") is frame
 
 
 def test_demo_without_weights_uses_the_default_model(tmp_path, capsys, shipped):

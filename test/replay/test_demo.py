@@ -10,7 +10,8 @@ from ._helpers import read_bag, stamp_ns
 
 
 def test_demo_makes_bag_replays_and_reports(tmp_path, capsys):
-    rc = main(["demo", "--out-dir", str(tmp_path / "demo"), "--max-frames", "4", "--no-progress", "--tiny-random-model"])
+    rc = main(["demo", "--out-dir", str(tmp_path / "demo"), "--max-frames", "4", "--no-progress",
+               "--tiny-random-model"])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert out.count("UNTRAINED MODEL") == 2 and "masks are meaningless" in out  # loud, start and end

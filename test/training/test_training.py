@@ -333,3 +333,13 @@ def test_static_clips_and_davis_folders(tmp_path):
 
     with pytest.raises(DatasetError, match="fps"):
         build_dataset([{"kind": "static", "videos": [str(tmp_path / "static")]}], WindowSpec(), geometry)
+
+
+def test_static_clip_from_a_video_file():
+    from training.datasets import StaticSequence
+
+    seq = StaticSequence(syn._BUNDLED_CLIP, max_frames=10)
+    assert abs(seq.fps - 29.97) < 0.01 and seq.num_frames == 10
+    frames, labels, moving = seq.window([0, 5, 9], 5)
+    assert frames.shape == (3, 270, 480, 3) and not labels.any() and moving == {}
+    assert not np.array_equal(frames[0], frames[2])  # real, different frames

@@ -161,3 +161,13 @@ def test_end_anchored_window_has_no_look_ahead_and_still_finds_the_object():
     scores = [iou(r.dynamic_mask, g) for r, g in zip(results[4:], gts[4:])]
     assert np.mean(scores) >= 0.74, np.round(scores, 3)
     assert min(scores) >= 0.68, np.round(scores, 3)
+
+
+def test_unrelated_frames_give_no_decision_instead_of_everything_moving():
+    # every frame a different textured image (a cut on every frame): no camera model explains the flow; the
+    # mode must say so rather than call the whole frame moving
+    frames = np.stack([scenes.texture(scenes.HEIGHT, scenes.WIDTH, seed=100 + i) for i in range(8)])
+    results = run_scene(frames)
+    cases = [r.geometry["case"] for r in results]
+    assert set(cases) <= {"unreliable_fit", "low_texture"} and "unreliable_fit" in cases, cases
+    assert max(float(r.dynamic_mask.mean()) for r in results) == 0.0

@@ -56,6 +56,8 @@ class GeometricConfig:
     candidate_threshold:  probability above which pixels form candidate objects (connected components).
     min_area_fraction:    candidate components smaller than this fraction of the frame are dropped.
     fill_holes:           enclosed holes of a candidate component are part of it (flat interiors).
+    close_gaps:           morphological closing (elliptic kernel, internal pixels; 1 = none) joining parts of one
+                          body before the components are cut.
     moving_enter / moving_exit: hysteresis of a track's motion probability (becomes MOVING above enter,
                           stays MOVING until below exit).
     track_iou:            a component continues a track when their (flow-warped) masks overlap by this IoU.
@@ -84,6 +86,7 @@ class GeometricConfig:
     candidate_threshold: float = 0.5
     min_area_fraction: float = 0.003
     fill_holes: bool = True
+    close_gaps: int = 7
     moving_enter: float = 0.6
     moving_exit: float = 0.45
     track_iou: float = 0.2
@@ -124,6 +127,8 @@ class GeometricConfig:
             raise bad("texture_full_confidence", "a number >= 0")
         if not (0.0 <= self.min_corner_eigen):
             raise bad("min_corner_eigen", "a number >= 0")
+        if not (isinstance(self.close_gaps, int) and self.close_gaps >= 1):
+            raise bad("close_gaps", "an integer >= 1")
         if not (isinstance(self.score_blur, int) and self.score_blur >= 1 and self.score_blur % 2 == 1):
             raise bad("score_blur", "an odd integer >= 1")
         for name, low in (("sample_step", 1), ("min_points", 8), ("track_max_age", 0), ("max_neighbours", 1)):

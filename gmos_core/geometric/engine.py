@@ -272,6 +272,9 @@ class GeometricHandler(ModeHandler):
         self._previous = (center_index, center, prob)
         threshold = self.geo.candidate_threshold
         candidates = cv2.morphologyEx((prob > threshold).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        if self.geo.close_gaps > 1:  # parts of one body split by a low-evidence seam (a flat shirt, an elbow)
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (self.geo.close_gaps, self.geo.close_gaps))
+            candidates = cv2.morphologyEx(candidates, cv2.MORPH_CLOSE, kernel)
         if self.geo.fill_holes and candidates.any():
             # a flat object interior has no flow evidence of its own: it belongs to the object around it
             from scipy import ndimage

@@ -57,7 +57,7 @@ def require_default_model() -> Path:
     if not path.is_file():
         raise DefaultModelMissingError(
             f"the default model file is missing from this installation: {path} (expected it in the package; "
-            f"reinstall, or retrain it with training/ (see the README), pass weight files "
+            f"reinstall, or retrain it (docs/training.md), pass weight files "
             f"(--pi3-weights/--sam2-checkpoint/--head-weights), or use --tiny-random-model for a pipeline check)")
     return path
 

@@ -80,8 +80,8 @@ def test_geometric_mode_through_node_core_at_10_hz(factory):
     assert moving and len({o.track_id for o in moving if o.pixel_count > 2000}) == 1
 
 
-def test_geometric_params_need_no_weights():
-    params = NodeParams(mode="geometric", device="cpu")
+def test_geometric_params_need_no_weights_and_no_gpu():
+    params = NodeParams(mode="geometric")  # the params' default device is cuda: ignored by this mode
     engine = build_engine(params)
     assert engine.models.weight_free and engine.models.random_weights is False
     assert "geometric" in engine.models.description

@@ -160,7 +160,8 @@ class GeometricHandler(ModeHandler):
             k = intrinsics_from_camera_info(info, width, height)
             if k is not None:
                 return k, "camera_info"
-        return default_intrinsics(width, height, self.geo.focal_ratio), f"guess (focal {self.geo.focal_ratio} x max(W, H))"
+        guess = default_intrinsics(width, height, self.geo.focal_ratio)
+        return guess, f"guess (focal {self.geo.focal_ratio} x max(W, H))"
 
     def _grid_for(self, k: np.ndarray, width: int, height: int):
         from gmos_core.geometric.motion import PixelGrid, internal_size, scale_intrinsics

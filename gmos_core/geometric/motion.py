@@ -134,10 +134,6 @@ def corner_strength(gray: np.ndarray) -> np.ndarray:
     return cv2.cornerMinEigenVal(gray.astype(np.float32) * (1.0 / 255.0), 3)
 
 
-def texture_mask(gray: np.ndarray, min_eigen: float, strength: Optional[np.ndarray] = None) -> np.ndarray:
-    return (corner_strength(gray) if strength is None else strength) > min_eigen
-
-
 def texture_confidence(strength: np.ndarray, full: float) -> np.ndarray:
     """Weight in [0, 1] of the motion evidence per pixel: the corner strength averaged over a 7x7 patch (DIS
     patches are 8 px) relative to ``full``. Flow in flat regions is filled in from the surroundings, so its
@@ -283,7 +279,8 @@ def _project(a: np.ndarray, b: np.ndarray, rho: np.ndarray) -> np.ndarray:
     return num / np.maximum(den, 1e-3)[None]
 
 
-def essential_residuals(pairs: Sequence[PairGeometry], targets: Sequence[np.ndarray], grid: PixelGrid) -> list[np.ndarray]:
+def essential_residuals(pairs: Sequence[PairGeometry], targets: Sequence[np.ndarray],
+                        grid: PixelGrid) -> list[np.ndarray]:
     """Per-pixel residuals (internal pixels) of the essential neighbours under ONE inverse depth per pixel.
 
     The poses share one reconstruction (fit_window), so a static point has the same inverse depth rho in

@@ -10,7 +10,7 @@ import pytest
 
 from gmos_core.bridge import NodeCore, NodeParams, RosbagsMessageFactory, record_messages
 from gmos_core.bridge.engine_factory import build_engine
-from gmos_core.bridge.messages import IMAGE, image_message
+from gmos_core.bridge.messages import image_message
 
 from . import scenes
 

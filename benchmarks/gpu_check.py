@@ -57,7 +57,7 @@ DATASHEET_PEAKS = {
     "Orin": {"bf16": 42.5, "fp16": 42.5, "fp32": 5.3},
 }
 SECTION_ESTIMATES_S = {"environment": 5, "matmul_peak": 5, "build": 20, "stages": 30, "engine": 40,
-                       "sdpa": 10, "node": 45, "compile": 60}
+                       "sdpa": 10, "node": 45, "engine_compiled": 35, "compile": 45}
 
 
 def log(msg: str) -> None:
@@ -216,6 +216,14 @@ def render_markdown(data: dict) -> str:
                          f"{r.get('dropped_frames', '—')} | {_fmt(r.get('lookahead_ms'), 0)} | "
                          f"{_fmt(r.get('latency_p50_ms'), 1)} | {_fmt(r.get('latency_p95_ms'), 1)} | "
                          f"{_fmt(r.get('output_hz'), 2)} |" + (f" error: {r['error'][:120]}" if r.get("error") else ""))
+    ec = s.get("engine_compiled", {}).get("rows", [])
+    if ec:
+        lines += ["", f"### StreamingEngine with the node's torch_compile (Pi3 decoder compiled, backend "
+                  f"{s['engine_compiled'].get('backend')})", "", "| pipeline | precision | ms/frame (median) | frames/s |",
+                  "|---|---|---|---|"]
+        for r in ec:
+            lines.append(f"| {r['pipeline']} | {r['precision']} | {_fmt(r.get('median_ms'), 1)} | {_fmt(r.get('fps'), 2)} |"
+                         + (f" error: {r['error'][:120]}" if r.get("error") else ""))
     cp = s.get("compile", {})
     if cp.get("rows"):
         lines += ["", "### torch.compile (child process)", "", "| module | precision | eager ms | compiled ms | "
@@ -681,6 +689,47 @@ def section_node(entry, ctx):
             f"{row.get('error', '')}")
 
 
+def section_engine_compiled(entry, ctx):
+    """The node's ``torch_compile`` parameter end to end: the engine with its Pi3 decoder compiled
+    (gmos_core.export.runtime.compile_pi3_decoder), bf16, after the eager rows (the compile stays in place)."""
+    from gmos_core.export.runtime import compile_pi3_decoder
+
+    precision = "bf16" if ctx.device.type == "cuda" else "fp32"
+    backend = "inductor" if ctx.device.type == "cuda" else "eager"  # CPU smoke: wiring only, no inductor build
+    t0 = time.monotonic()
+    compile_pi3_decoder(ctx.models["gmos_online"], backend=backend)
+    entry["backend"] = backend
+    rows = entry.setdefault("rows", [])
+    width, height = ctx.video_wh
+    frames = _synthetic_frames(ctx.np, 8, width, height)
+    for pipeline, k in (("gmos_s", None), ("gmos_online", 3)):
+        name = (pipeline if k is None else f"{pipeline} K={k}") + " + torch_compile"
+        row = {"pipeline": name, "precision": precision}
+        rows.append(row)
+        if ctx.results.remaining() < 8:
+            row["error"] = "skipped: budget"
+            continue
+        try:
+            engine = _make_engine(ctx, pipeline, precision, k)
+            period, times = int(1e9 / 30), []
+            for i in range(ctx.engine_warmup + ctx.engine_frames):
+                ctx.timer.sync()
+                t1 = time.perf_counter()
+                engine.push(frames[i % len(frames)], i * period, "cam")
+                ctx.timer.sync()
+                if i >= ctx.engine_warmup:
+                    times.append(1000.0 * (time.perf_counter() - t1))
+            row["median_ms"] = round(statistics.median(times), 2)
+            row["fps"] = round(1000.0 / row["median_ms"], 2)
+            if "first_row_s_incl_compile" not in entry:
+                entry["first_row_s_incl_compile"] = round(time.monotonic() - t0, 1)
+        except Exception as err:
+            row["error"] = f"{type(err).__name__}: {err}"
+        finally:
+            _restore_models(ctx)
+        log(f"engine_compiled: {name}: {row.get('median_ms', row.get('error'))} ms/frame")
+
+
 def section_compile(entry, ctx, args):
     timeout = int(max(10, min(ctx.results.remaining() - 10, args.compile_timeout_s)))
     with tempfile.TemporaryDirectory() as tmp:
@@ -728,9 +777,13 @@ def compile_child(args):
         for module_name, eager, make in (
             ("Pi3 decoder, 1 window of 5", lambda: pi3.decode(hidden, 5, hp, wp),
              lambda: torch.compile(lambda h: pi3.decode(h, 5, hp, wp), dynamic=False)),
+            ("Pi3 decoder, 1 window of 5, CUDA graphs (mode=reduce-overhead)", lambda: pi3.decode(hidden, 5, hp, wp),
+             lambda: torch.compile(lambda h: pi3.decode(h, 5, hp, wp), dynamic=False, mode="reduce-overhead")),
             ("Pi3 DINOv2 encode, 1 frame", lambda: pi3.encode_frames(frames),
              lambda: torch.compile(lambda f: pi3.encode_frames(f), dynamic=False)),
         ):
+            if "reduce-overhead" in module_name and device.type != "cuda":
+                continue  # CUDA graphs only
             row = {"module": module_name, "precision": precision}
             rows.append(row)
             row["eager_ms"] = timer(eager, 1, args.repeats)["median_ms"]
@@ -806,12 +859,13 @@ def main(argv=None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         log("CUDA requested but torch.cuda.is_available() is False: nothing to measure on a GPU")
         results.data["error"] = "CUDA not available to torch"
-    all_sections = "environment,matmul_peak,build,stages,engine,sdpa,node,compile"
+    all_sections = "environment,matmul_peak,build,stages,engine,sdpa,node,engine_compiled,compile"
     sections = (args.sections or (all_sections.replace(",compile", "") if smoke else all_sections)).split(",")
     table = {"environment": (section_environment, ctx), "matmul_peak": (section_matmul, ctx),
              "build": (section_build, ctx), "stages": (section_stages, ctx), "engine": (section_engine, ctx),
-             "sdpa": (section_sdpa, ctx), "node": (section_node, ctx), "compile": (section_compile, ctx, args)}
-    needs_models = {"stages", "engine", "sdpa", "node"}
+             "sdpa": (section_sdpa, ctx), "node": (section_node, ctx),
+             "engine_compiled": (section_engine_compiled, ctx), "compile": (section_compile, ctx, args)}
+    needs_models = {"stages", "engine", "sdpa", "node", "engine_compiled"}
     for name in sections:
         if name not in table:
             results.data["sections"][name] = {"status": f"error: unknown section; expected one of {list(table)}"}

@@ -19,7 +19,9 @@ and a failing section records its error and the run goes on):
 * sdpa: the Pi3 decoder with each scaled-dot-product-attention backend;
 * node: NodeCore (the ROS node's logic) on a synthetic real-time-paced stream at 10, 15 and 30 Hz:
   end-to-end latency p50/p95 (source stamp → output, look-ahead included) and skipped windows;
-* compile: torch.compile of the Pi3 decoder and DINOv2 (in a child process with its own timeout).
+* engine_compiled: the engine with the node's ``torch_compile`` (Pi3 decoder compiled), GMOS-S and K=3;
+* compile: torch.compile of the Pi3 decoder (default and CUDA-graph mode) and DINOv2 (in a child process with
+  its own timeout).
 
 Writes ``gpu_check.json`` and ``gpu_check.md`` into ``--out`` (default: $OUT if set, else
 benchmarks/gpu_results/) after every section, so a run cut short still leaves what it measured.

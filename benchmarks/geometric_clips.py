@@ -36,7 +36,7 @@ def overlay(rgb: np.ndarray, result) -> np.ndarray:
             mask = (result.labels == obj.instance_id).astype(np.uint8)
             contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(out, contours, -1, (255, 255, 255), 1)
-    prob = (np.clip(result.fg_prob, 0, 1) * 255).astype(np.uint8)
+    prob = (np.clip(result.motion_prob, 0, 1) * 255).astype(np.uint8)
     return np.concatenate([out, np.repeat(prob[..., None], 3, axis=2)], axis=0)
 
 

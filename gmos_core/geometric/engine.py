@@ -29,12 +29,15 @@ STAGES = ("flow", "ego_motion", "residual", "tracking", "postprocess", "total")
 @dataclass
 class GeometricFrameResult(FrameResult):
     """A FrameResult of the geometric mode; ``geometry`` says how the frame was read (for diagnostics and
-    debugging; messages and files use only the FrameResult fields):
+    debugging; messages and files use only the FrameResult fields; ``fg_prob`` stays None as the contract wants
+    for every mode but GMOS-S, so the published mask is ``dynamic_mask``, not a threshold of a probability):
+    motion_prob: (H, W) float32 per-pixel independent-motion probability (smoothed) at the source size;
     case ("static_camera" | "rotation_or_planar" | "general" | "low_texture" | "unreliable_fit" |
     "no_neighbours"), per-neighbour
     model and inlier fraction, internal size, where the intrinsics came from, look-ahead in frames."""
 
     geometry: dict = field(default_factory=dict)
+    motion_prob: Optional[np.ndarray] = None
 
 
 class GeometricModels:
@@ -295,7 +298,7 @@ class GeometricHandler(ModeHandler):
         labels = cv2.resize(tracked.labels, (width, height), interpolation=cv2.INTER_NEAREST)
         moving_ids = [i for i, v in tracked.info.items() if int(v["state"]) == 2]
         dynamic = np.isin(labels, moving_ids) if moving_ids else np.zeros((height, width), bool)
-        fg_prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
+        motion_prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
         objects = objects_from_labels(labels, tracked.info)
         post_ms = 1000.0 * (time.perf_counter() - t0)
         timings = {"flow": flow_ms, "ego_motion": score.timings_ms.get("ego_motion", 0.0),
@@ -307,7 +310,7 @@ class GeometricHandler(ModeHandler):
                     "textured_fraction": round(float(textured.mean()), 3)}
         return center_index, GeometricFrameResult(
             frame=job.frame.identity, mode="geometric", labels=labels, objects=objects, dynamic_mask=dynamic,
-            fg_prob=fg_prob.astype(np.float32), window_stamps_ns=stamps, window_indices=indices,
+            window_stamps_ns=stamps, window_indices=indices, motion_prob=motion_prob.astype(np.float32),
             timings_ms=timings, geometry=geometry)
 
     def retained(self) -> dict[str, int]:

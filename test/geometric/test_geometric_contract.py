@@ -41,7 +41,9 @@ def test_one_result_per_frame_in_push_order_with_context_only_frames(frames):
             continue
         assert r.mode == "geometric"
         assert r.labels.dtype == np.uint16 and r.labels.shape == frames.shape[1:3]
-        assert r.fg_prob.dtype == np.float32 and 0.0 <= r.fg_prob.min() <= r.fg_prob.max() <= 1.0
+        assert r.fg_prob is None  # FrameResult contract: GMOS-S only (the node would threshold it otherwise)
+        assert r.motion_prob.dtype == np.float32 and 0.0 <= r.motion_prob.min() <= r.motion_prob.max() <= 1.0
+        assert r.motion_prob.shape == r.labels.shape
         assert r.dynamic_mask.dtype == bool
         assert r.frame.index in r.window_indices and len(r.window_indices) == 5
         assert set(r.timings_ms) >= {"flow", "ego_motion", "residual", "tracking", "postprocess", "total"}

@@ -158,7 +158,7 @@ def test_too_little_texture_gives_no_decision():
     results = run_scene(frames)
     assert {r.geometry["case"] for r in results} == {"low_texture"}
     assert not any(r.dynamic_mask.any() or r.objects for r in results)
-    assert all(float(r.fg_prob.max()) == 0.0 for r in results)
+    assert all(float(r.motion_prob.max()) == 0.0 for r in results)
 
 
 def test_end_anchored_window_has_no_look_ahead_and_still_finds_the_object():

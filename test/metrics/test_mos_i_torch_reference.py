@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
-TOL = 1e-12  # measured 0.0 (module docstring)
-
 from gmos_core.metrics import aggregate_mos_i, evaluate_mos_i_arrays
+
+TOL = 1e-12  # measured 0.0 (module docstring)
 
 THRESHOLDS = np.arange(0.5, 1.0, 0.05)
 

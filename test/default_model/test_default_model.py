@@ -11,12 +11,16 @@ import pytest
 from training import default_model as DM
 
 FPS = 24.0
-# Clip seeds far from training (1000..~3000) and from the held-out benchmark (900000+).
-MOVING_SEED = 990_001
-STATIC_SEED = 990_002
-# Thresholds set from measurement (docs/default_model.md, "Tests"): see the values in the comments below.
-MIN_MEAN_IOU = None  # set below from measurement
-MAX_STATIC_FP_RATE = None
+# Clip seeds far from training (1000..~5000), calibration (950000+) and the held-out benchmark (900000+).
+MOVING_SEEDS = (990_003, 990_005, 990_007)
+STATIC_SEEDS = (990_002, 990_004, 990_006)
+# Thresholds from measurement of the shipped file (docs/default_model.md, "Tests", lists every value measured,
+# including seeds not used here): moving IoU 0.114 / 0.080 / 0.030 (mean 0.075) -> require > 0.05, which a
+# collapsed model (nothing moving: 0) or a mask over everything (IoU = object area ~0.02-0.05) fails; static-only
+# clips flagged 1.0 / 0.6 / 0.0 of frames (mean 0.53) -> require <= 0.75, which "everything moves" (1.0) fails.
+# The model is weak (see the docs); these tests guard against regressions, they do not certify quality.
+MIN_MEAN_IOU = 0.05
+MAX_STATIC_FP_RATE = 0.75
 
 
 def _weights_path():
@@ -80,28 +84,39 @@ def test_shipped_file_and_metadata():
     assert not torch.allclose(trained, fresh)
 
 
-def test_segments_a_moving_object():
-    scene, rgb, labels = _render(MOVING_SEED, "static_camera")
+def moving_iou(seed: int) -> tuple[float, int, object]:
+    """Mean per-frame IoU of the engine's moving mask with the moving object (static-camera clip)."""
+    scene, rgb, labels = _render(seed, "static_camera")
     moving = scene.moving_matrix()
     models, results = _run_engine(rgb)
-    assert models.name == DM.NAME and "synthetic" in models.description
     ious = []
     for t, r in enumerate(results):
-        ids = np.flatnonzero(moving[t]) + 1
-        gt = np.isin(labels[t], ids)
+        gt = np.isin(labels[t], np.flatnonzero(moving[t]) + 1)
         if gt.sum() < 50:
             continue
-        pred = r.dynamic_mask
-        ious.append((pred & gt).sum() / max(1, (pred | gt).sum()))
-    assert len(ious) >= 10
-    assert np.mean(ious) > MIN_MEAN_IOU, f"mean IoU {np.mean(ious):.3f} over {len(ious)} frames"
+        ious.append((r.dynamic_mask & gt).sum() / max(1, (r.dynamic_mask | gt).sum()))
+    return float(np.mean(ious)), len(ious), models
 
 
-def test_calls_nothing_moving_in_a_static_scene():
-    _, rgb, _ = _render(STATIC_SEED, "static_scene")
+def static_flagged(seed: int) -> float:
+    """Fraction of frames of a static-only clip with more than 0.5 % of the pixels called moving."""
+    _, rgb, _ = _render(seed, "static_scene")
     _, results = _run_engine(rgb)
-    flagged = [r.dynamic_mask.mean() > 0.005 for r in results]
-    assert np.mean(flagged) <= MAX_STATIC_FP_RATE, f"{np.mean(flagged):.2f} of frames flagged"
+    return float(np.mean([r.dynamic_mask.mean() > 0.005 for r in results]))
+
+
+def test_segments_a_moving_object():
+    values = [moving_iou(seed) for seed in MOVING_SEEDS]
+    models = values[0][2]
+    assert models.name == DM.NAME and "synthetic" in models.description
+    assert all(n >= 10 for _, n, _ in values)
+    mean = np.mean([v for v, _, _ in values])
+    assert mean > MIN_MEAN_IOU, f"mean IoU {mean:.3f} ({[round(v, 3) for v, _, _ in values]})"
+
+
+def test_calls_little_moving_in_static_scenes():
+    rates = [static_flagged(seed) for seed in STATIC_SEEDS]
+    assert np.mean(rates) <= MAX_STATIC_FP_RATE, f"flagged frame rates {rates}"
 
 
 def test_training_smoke_run_and_resume(tmp_path):

@@ -9,8 +9,9 @@ it. ``<out-dir>/train_log.csv`` logs every ``log_every`` steps; ``<out-dir>/gmos
 exported model (checkpoint metadata contract, docs/default_model.md).
 
 Data: a pool of synthetic clips (``training/default_data.py``) is rendered at start (seeded; training seeds
-are ``data_seed + i``, never the held-out ones of ``benchmarks/heldout_eval.py``) and part of it is re-rendered
-every ``refresh_every`` steps, so the model sees many scenes without paying for rendering every step.
+from ``data_seed`` up, never the held-out ones of ``benchmarks/heldout_eval.py`` (900000+) or the calibration
+ones (950000+)) and ``refresh_clips`` per ``refresh_every`` steps are replaced by new scenes, so the model
+sees many scenes without paying for rendering every step.
 Each sample is one 5-frame window (random stride) of one clip, target = union of the objects moving at
 the anchor (centre) frame. Loss: BCE (positive weight) + batch soft Dice on the 64x64 fg logits, + MSE of the
 IoU head. The logged train_fg_iou is the IoU (prob > 0.5) over the samples that have a moving object.

@@ -5,6 +5,8 @@ from typing import Any
 
 from .params import NodeParams
 
+DEFAULT_PIXEL_LIMIT = 255_000  # the paper's budget: models that do not state their own (official weights)
+
 
 def engine_config(params: NodeParams) -> Any:
     """The EngineConfig the node's parameters describe (validated by EngineConfig itself)."""
@@ -15,7 +17,7 @@ def engine_config(params: NodeParams) -> Any:
         fps=params.fps or None,
         stride=params.stride or None,
         window_size=params.window_size,
-        pixel_limit=params.pixel_limit,
+        pixel_limit=params.pixel_limit or DEFAULT_PIXEL_LIMIT,  # 0: the model's own, set in build_engine
         device=params.device,
         precision=params.precision,
         batch_size=1,  # lowest latency: one segmented frame at a time
@@ -29,7 +31,7 @@ def build_engine(params: NodeParams) -> Any:
     checkpoint given alone, the tiny random test model (``tiny_random_model``: meaningless outputs), or with no
     weight file at all the shipped default model.
 
-    The window anchor comes from the model (a property of its training). ``pixel_limit`` left at its default
+    The window anchor comes from the model (a property of its training). ``pixel_limit`` 0 (the default)
     means the model's own budget (the default model's metadata; 255000 for the official weights). Missing weight
     files raise FileNotFoundError naming the file.
     """
@@ -37,8 +39,6 @@ def build_engine(params: NodeParams) -> Any:
 
     from gmos_core.engine.models import WeightPaths, build_engine_models
     from gmos_core.engine.streaming import StreamingEngine
-
-    from .params import SPECS_BY_NAME
 
     config = engine_config(params)
     weights = WeightPaths(
@@ -51,7 +51,7 @@ def build_engine(params: NodeParams) -> Any:
     models = build_engine_models(config, size=size, weights=weights, allow_random=params.tiny_random_model)
     changes: dict[str, Any] = {"anchor": getattr(models, "anchor", None) or config.anchor}
     own_budget = getattr(models, "pixel_limit", None)
-    if own_budget and params.pixel_limit == SPECS_BY_NAME["pixel_limit"].default:
+    if own_budget and params.pixel_limit == 0:
         changes["pixel_limit"] = own_budget
     from gmos_core.export.runtime import accelerate_models, warm_up
 

@@ -101,8 +101,9 @@ PARAMETER_SPECS: tuple[ParamSpec, ...] = (
               value_range=(0.0, 1000.0, 0.0)),
     ParamSpec("stride", 0, "frames between window members; 0 = max(1, int(fps / 8)) as in the paper",
               value_range=(0, 100, 1)),
-    ParamSpec("pixel_limit", 255000, "Pi3 pixel budget per frame (the paper's 255000)",
-              value_range=(196, 4_000_000, 1)),
+    ParamSpec("pixel_limit", 0, "Pi3 pixel budget per frame; 0 = the model's own (the paper's 255000 for the "
+              "official weights, 30000 for the shipped default model); otherwise at least 196 (one 14x14 patch)",
+              value_range=(0, 4_000_000, 1)),
     # inputs
     ParamSpec("input_transport", "raw", "raw: sensor_msgs/Image on 'image'; compressed: "
               "sensor_msgs/CompressedImage on 'image/compressed'", choices=INPUT_TRANSPORTS),
@@ -163,7 +164,7 @@ class NodeParams:
     window_size: int = 5
     fps: float = 0.0
     stride: int = 0
-    pixel_limit: int = 255000
+    pixel_limit: int = 0
     input_transport: str = "raw"
     use_camera_info: bool = False
     use_depth: bool = False
@@ -191,6 +192,9 @@ class NodeParams:
     def __post_init__(self) -> None:
         for spec in PARAMETER_SPECS:
             object.__setattr__(self, spec.name, spec.validate(getattr(self, spec.name)))
+        if 0 < self.pixel_limit < 196:
+            raise ParameterError(f"parameter 'pixel_limit' = {self.pixel_limit}; expected 0 (the model's own "
+                                 "budget) or at least 196 (one 14x14 Pi3 patch)")
         if self.model:  # the deprecated alias: honoured, with a warning, unless 'mode' says otherwise
             if self.mode not in (self.model, SPECS_BY_NAME["mode"].default):
                 raise ParameterError(f"parameter 'model' = {self.model!r} (deprecated) contradicts 'mode' = "

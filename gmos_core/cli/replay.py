@@ -80,7 +80,7 @@ def node_params_from_args(args: argparse.Namespace) -> Any:
         sam2_config=getattr(args, "sam2_config", None) or "",
         precision=args.precision or "auto",
         fps=float(args.fps or 0.0),
-        # None = the model's own budget (engine_factory reads the parameter's default that way)
+        # None = the model's own budget (the parameter's default 0, which engine_factory reads that way)
         pixel_limit=int(args.pixel_limit if getattr(args, "pixel_limit", None) is not None
                         else SPECS_BY_NAME["pixel_limit"].default),
         use_camera_info=bool(getattr(args, "camera_info_topic", None)),

@@ -21,6 +21,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+# One definition of the ``sam2_image_encoder`` component (its key prefixes and how it is read out of / loaded into a
+# predictor), shared with the engine's loader.
+from gmos_core.weights.default_model import (SAM2_IMAGE_KEY_PREFIXES, load_sam2_image_encoder,
+                                             sam2_image_state_dict)
+
 NAME = "gmos-default-s1"
 VARIANT = "gmos_s"
 ANCHOR = "center"
@@ -34,9 +39,6 @@ SAM2_CONFIG_PATH = Path(__file__).resolve().parents[1] / "gmos_core" / "configs"
 PI3_CONFIG = dict(enc_embed_dim=64, enc_depth=3, enc_num_heads=4, img_size=224,
                   dec_embed_dim=64, dec_depth=4, dec_num_heads=4)
 HEAD_CONFIG = dict(embed_dim=64, encoder_depth=2, num_heads=4, pi3_dim=64, sam_dim=64, mlp_dim=128)
-
-SAM2_IMAGE_KEY_PREFIXES = ("image_encoder.", "sam_mask_decoder.conv_s0.", "sam_mask_decoder.conv_s1.",
-                           "no_mem_embed")
 
 
 def build_pi3(config: dict | None = None):
@@ -57,24 +59,11 @@ def build_sam2(config_path: str | Path = SAM2_CONFIG_PATH, device: str = "cpu"):
     return build_sam2_predictor(str(config_path), None, device=device)
 
 
-def sam2_image_state_dict(predictor) -> dict[str, torch.Tensor]:
-    """The part of a SAM2 predictor's state_dict that the image features (and so GMOS heads) depend on."""
-    return {k: v for k, v in predictor.state_dict().items() if k.startswith(SAM2_IMAGE_KEY_PREFIXES)}
-
-
 def load_sam2_image_state_dict(predictor, state: dict[str, torch.Tensor]) -> None:
     """Load the ``sam2_image_encoder`` component strictly for its own keys (the rest of the predictor —
-    memory, prompt encoder, mask decoder — is unused by the default model and stays as built)."""
-    expected = set(sam2_image_state_dict(predictor))
-    got = set(state)
-    if expected != got:
-        raise ValueError(f"sam2_image_encoder component does not match the SAM 2 config: missing "
-                         f"{sorted(expected - got)[:5]}, unexpected {sorted(got - expected)[:5]}")
-    own = predictor.state_dict()
-    bad = [k for k in state if tuple(state[k].shape) != tuple(own[k].shape)]
-    if bad:
-        raise ValueError(f"sam2_image_encoder tensors with the wrong shape for this SAM 2 config: {bad[:5]}")
-    predictor.load_state_dict(state, strict=False)
+    memory, prompt encoder, mask decoder — is unused by the default model and stays as built); ValueError
+    (CheckpointFormatError) names missing, unexpected and misshaped keys."""
+    load_sam2_image_encoder(predictor, state, "sam2_image_encoder component")
 
 
 class DefaultGMOS(nn.Module):

@@ -3,7 +3,9 @@
 
   --mode {gmos_s,gmos_online,gmos_offline,...}   pipeline (offline: files only)
   --pi3-weights / --sam2-checkpoint / --head-weights   official weight files (all three), or one
-                                                  GMOS-format checkpoint (a whole model) as any of them
+                                                  GMOS-format checkpoint (a whole model) as any of them;
+                                                  a head-only GMOS-format checkpoint goes in --head-weights
+                                                  with the official Pi3 and SAM 2 files
   --sam2-config                                   SAM 2 config for the official weights
   --tiny-random-model                             tiny random test model (meaningless outputs)
   --tracker {auto,sam2,iou}                       auto: sam2 for the official weights, iou for the default model
@@ -120,9 +122,16 @@ def check_model_choice(args: argparse.Namespace) -> None:
         return
     if len(given) in (0, 3):
         return
-    if len(given) == 1:
-        from gmos_core.weights.default_model import is_gmos_format
+    from gmos_core.weights.default_model import head_only_alone_message, head_only_metadata, is_gmos_format
 
+    head = given.get("--head-weights")
+    try:
+        head_only = head is not None and head_only_metadata(head) is not None
+    except (ValueError, OSError):
+        head_only = False  # unreadable or missing: the loader names the problem
+    if head_only:  # a head exported with the official frozen encoders: it needs the official Pi3 and SAM 2 files
+        raise ValueError(head_only_alone_message(head))
+    if len(given) == 1:
         path = next(iter(given.values()))
         try:
             if is_gmos_format(path):
@@ -164,4 +173,10 @@ def describe_model(mode: str, tracker: str, tiny_random_model: bool, pi3_weights
         return (f"{mode}, {describe_checkpoint(whole_model_metadata(path), path)}"
                 + (f", {used} tracker" if mode != "gmos_s" else ""))
     used = tracker if tracker != "auto" else "sam2"
+    from gmos_core.weights.default_model import head_only_metadata
+
+    head_meta = head_only_metadata(head_weights) if head_weights and len(given) == 3 else None
+    if head_meta is not None:  # a head exported with the official frozen encoders
+        return (f"{mode}, {describe_checkpoint(head_meta, head_weights)} with the official Pi3 {pi3_weights} and "
+                f"SAM 2 {sam2_checkpoint}" + (f", {used} tracker" if mode != "gmos_s" else ""))
     return (f"{mode}, official GMOS weights {', '.join(given)}" + (f", {used} tracker" if mode != "gmos_s" else ""))

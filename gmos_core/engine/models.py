@@ -170,10 +170,20 @@ def build_engine_models(config, size: str = "full", weights: Optional[WeightPath
         raise ValueError(f"model size must be 'full' or 'tiny', got {size!r}")
     given = [p for p in (weights.pi3, weights.sam2, weights.head) if p]
     if size == "full":
-        from gmos_core.weights.default_model import is_gmos_format, require_default_model
+        from gmos_core.weights.default_model import (head_only_alone_message, head_only_metadata, is_gmos_format,
+                                                     require_default_model)
 
         for path in given:
             _check_file(path, "model")
+        if weights.head and head_only_metadata(weights.head) is not None:
+            # a head exported with the official frozen encoders: the official Pi3 and SAM 2 files go with it
+            if not (weights.pi3 and weights.sam2):
+                raise ValueError(head_only_alone_message(weights.head))
+            others = [p for p in (weights.pi3, weights.sam2) if is_gmos_format(p)]
+            if others:
+                raise ValueError(f"{others[0]} is a GMOS-format checkpoint; with the head-only checkpoint "
+                                 f"{weights.head} the Pi3 and SAM 2 files must be the official ones")
+            return _build_head_only(config, weights)
         gmos_files = [p for p in given if is_gmos_format(p)]
         if gmos_files and len(given) > 1:
             raise ValueError(f"{gmos_files[0]} is a GMOS-format checkpoint holding a whole model; pass it alone "
@@ -203,6 +213,31 @@ def _build_gmos_format(config, path: str, weights: WeightPaths) -> EngineModels:
                         window_size=meta.window_size, description=description, random_weights=False,
                         device=config.device, precision=config.precision, head_kind=meta.variant,
                         default_tracker="iou", sam2_memory_trained=False, pixel_limit=meta.pixel_limit,
+                        name=meta.name)
+
+
+def _build_head_only(config, weights: WeightPaths) -> EngineModels:
+    """A head-only GMOS-format checkpoint (head_config, anchor, window from its metadata) with the official Pi3
+    and SAM 2 files (the whole SAM 2 checkpoint: its video memory is trained, so the SAM 2 tracker applies)."""
+    import torch
+
+    from gmos_core import models as M
+    from gmos_core.weights.default_model import build_head_only_models
+
+    pi3, head, predictor, meta, description = build_head_only_models(
+        weights.head, weights.pi3, weights.sam2, sam2_config=weights.sam2_config, device=config.device,
+        allow_unsafe_pickle=weights.allow_unsafe_pickle)
+    if torch.device(config.device).type == "cpu":
+        M.install_memory_dtype_shim(predictor)
+    pi3.to(config.device)
+    head.to(config.device)
+    for module in (pi3, head):
+        for p in module.parameters():
+            p.requires_grad_(False)
+    return EngineModels(pi3, head, M.Sam2Features(predictor), mode=config.mode, anchor=meta.anchor,
+                        window_size=meta.window_size, description=description, random_weights=False,
+                        device=config.device, precision=config.precision, head_kind=meta.variant,
+                        default_tracker="sam2", sam2_memory_trained=True, pixel_limit=meta.pixel_limit,
                         name=meta.name)
 
 

@@ -78,10 +78,35 @@ def whole_model_metadata(path: str | os.PathLike) -> CheckpointMetadata:
         raise CheckpointFormatError(f"{path}: no GMOS checkpoint metadata (gmos_format); expected a model written "
                                     f"by training/ (an official checkpoint goes with --pi3-weights/"
                                     f"--sam2-checkpoint/--head-weights, all three)")
+    if meta.components == HEAD_ONLY:
+        raise CheckpointFormatError(head_only_alone_message(path))
     lacking = [c for c in COMPONENTS if c not in meta.components]
     if lacking:
         raise CheckpointFormatError(f"{path}: metadata components={','.join(meta.components)!r} lacks {lacking}; "
                                     f"expected {','.join(COMPONENTS)} (a whole model)")
+    if meta.window_size % 2 == 0:
+        raise CheckpointFormatError(f"{path}: metadata window_size={meta.window_size}; expected an odd number "
+                                    "(the engine's windows are symmetric or end-anchored over 2n+1 frames)")
+    return meta
+
+
+HEAD_ONLY = ("head",)
+
+
+def head_only_alone_message(path) -> str:
+    return (f"{path} holds only a GMOS head (metadata components='head': exported with the official frozen "
+            f"encoders); it needs the official Pi3 and SAM 2 files beside it: --head-weights {path} "
+            f"--pi3-weights PI3.safetensors --sam2-checkpoint SAM2.pt")
+
+
+def head_only_metadata(path: str | os.PathLike) -> Optional[CheckpointMetadata]:
+    """The metadata of a GMOS-format checkpoint that holds only the head (``gmos train`` with the official frozen
+    encoders), else None (an official head file, or a GMOS-format file with more components)."""
+    if not Path(path).is_file() or not is_gmos_format(path):
+        return None  # a missing file is the loaders' to report (they name the flag)
+    meta = read_checkpoint_metadata(path)
+    if meta.components != HEAD_ONLY:
+        return None
     if meta.window_size % 2 == 0:
         raise CheckpointFormatError(f"{path}: metadata window_size={meta.window_size}; expected an odd number "
                                     "(the engine's windows are symmetric or end-anchored over 2n+1 frames)")
@@ -146,3 +171,43 @@ def build_gmos_format_models(path: str | os.PathLike, device: str = "cpu"):
     load_into(head, parts["head"], source=f"{path} [head.]")
     load_sam2_image_encoder(predictor, parts["sam2_image_encoder"], f"{path} [sam2_image_encoder.]")
     return pi3, head, predictor.to(device), meta, describe_checkpoint(meta, path)
+
+
+def build_head_only_models(path: str | os.PathLike, pi3_weights: str, sam2_checkpoint: str,
+                           sam2_config: Optional[str] = None, device: str = "cpu",
+                           allow_unsafe_pickle: bool = False):
+    """A head-only GMOS-format checkpoint with the official Pi3 and SAM 2 files it was trained on (frozen).
+
+    The encoders are built from the head file's metadata (``pi3_config``; ``sam2_config`` unless ``sam2_config``
+    is given) and filled from the official files; the head from ``head_config`` and the file's ``head`` keys.
+    Returns (pi3, head, predictor, metadata, description).
+    """
+    from gmos_core import models as M
+    from gmos_core.weights import load_pi3_encoder
+    from gmos_core.weights.loading import load_into
+
+    path = Path(path)
+    meta = head_only_metadata(path)
+    if meta is None:
+        raise CheckpointFormatError(f"{path}: expected a GMOS-format checkpoint holding only the head "
+                                    f"(metadata components='head')")
+    try:
+        pi3 = M.Pi3Encoder(**meta.pi3_config)
+        head_cls = M.GMOSS if meta.variant == "gmos_s" else M.GMOSProposer
+        head = head_cls(**meta.head_config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointFormatError(f"{path}: pi3_config/head_config do not build the models ({exc}); expected "
+                                    f"Pi3Encoder and {meta.variant} head constructor arguments") from exc
+    _, parts = read_checkpoint(path)
+    load_into(head, parts["head"], source=f"{path} [head]")
+    load_pi3_encoder(pi3, pi3_weights, allow_unsafe_pickle=allow_unsafe_pickle)
+    config = sam2_config or resolve_sam2_config(meta.sam2_config, path)
+    predictor = M.build_sam2_predictor(config, sam2_checkpoint, device=device,
+                                       allow_unsafe_pickle=allow_unsafe_pickle)
+    if int(predictor.image_size) != meta.sam2_image_size:
+        raise CheckpointFormatError(f"{path}: metadata sam2_image_size={meta.sam2_image_size} but the SAM 2 config "
+                                    f"{config!r} builds image size {predictor.image_size}; expected the config "
+                                    f"the head was trained with ({meta.sam2_config!r})")
+    description = (f"{describe_checkpoint(meta, path)} with the official Pi3 from {pi3_weights} and "
+                   f"SAM 2 {os.path.basename(str(config))} from {sam2_checkpoint}")
+    return pi3, head, predictor, meta, description

@@ -60,14 +60,19 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    # Export needs no autograd; no_grad (not set_grad_enabled(False)) so the caller's grad mode survives
+    # (`gmos export` runs in-process from tests and scripts).
+    with torch.no_grad():
+        return _export(args, resolved_mode(args), components)
+
+
+def _export(args, mode: str, components) -> int:
     from gmos_core.engine.config import EngineConfig
     from gmos_core.engine.models import build_engine_models
     from gmos_core.export.onnx_export import ExportError, export_model_set
     from gmos_core.export.runtime import _metadata_strings
     from gmos_core.preprocess import pi3_target_size
 
-    mode = resolved_mode(args)
-    torch.set_grad_enabled(False)
     try:
         config = EngineConfig(mode=mode, device="cpu", precision="fp32")
         models = build_engine_models(config, "tiny" if args.tiny_random_model else "full", weight_paths(args),

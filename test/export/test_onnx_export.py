@@ -174,6 +174,11 @@ def test_cli_export_head_with_check(tmp_path, capsys):
     assert [g["name"] for g in manifest["graphs"]] == ["head"]
     assert manifest["metadata"]["variant"] == "gmos_s" and manifest["metadata"]["gmos_format"] == "1"
     assert "head_gmos_s" in out and "max |onnx - torch|" in out
+    # in-process: the command must leave the caller's autograd mode as it found it (a global
+    # set_grad_enabled(False) here once broke every training test that ran after it)
+    import torch
+
+    assert torch.is_grad_enabled()
 
 
 @pytest.mark.parametrize("argv, message", [

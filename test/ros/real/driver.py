@@ -61,15 +61,15 @@ OUTPUTS = {"objects": MovingObjectArray, "dynamic_mask": Image, "dynamic_mask/ca
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 
 
-def video_frames(path: str, count: int) -> list[np.ndarray]:
-    """``count`` frames of a real video, every third one, downscaled to WIDTH x HEIGHT."""
+def video_frames(path: str, count: int, every: int = 3, size: tuple[int, int] = (WIDTH, HEIGHT)) -> list[np.ndarray]:
+    """``count`` frames of a real video, every ``every``-th one, downscaled to ``size`` (width, height)."""
     import av
 
     frames = []
     with av.open(path) as container:
         for i, frame in enumerate(container.decode(video=0)):
-            if i % 3 == 0:
-                frames.append(frame.to_ndarray(format="rgb24", width=WIDTH, height=HEIGHT))
+            if i % every == 0:
+                frames.append(frame.to_ndarray(format="rgb24", width=size[0], height=size[1]))
             if len(frames) == count:
                 break
     return frames
@@ -552,7 +552,56 @@ class _Named:
         return self._h.call(*args, **kwargs)
 
 
-SCENARIOS = {"stream": scenario_stream, "simtime": scenario_simtime, "failures": scenario_failures}
+# -------------------------------------------------------------------------------------------- geometric
+def scenario_geometric(out: Path, video: str, env: dict, result: dict) -> dict:
+    """The weight-free mode at camera rate: `mode:=geometric` with no weight file on a CPU (the default
+    `device: cuda` left as it is), 480x272 rgb8 + camera_info at 10 Hz in real time, default overload policy."""
+    ns = "/gmos/gmos_node"
+    width, height, count, period = 480, 272, 30, 100_000_000
+    (out / "geometric.yaml").write_text(
+        "/**:\n  ros__parameters:\n    fps: 10.0\n    use_camera_info: true\n    image_qos: RELIABLE\n"
+        "    image_qos_depth: 10\n    diagnostics_period_s: 0.5\n")
+    node = NodeProcess(["ros2", "launch", "gmos_ros", "gmos.launch.py", "mode:=geometric",
+                        f"params_file:={out / 'geometric.yaml'}", "image_topic:=/cam/image",
+                        "camera_info_topic:=/cam/info"], out / "geometric.log", env)
+    h = Harness(ns)
+    try:
+        for topic in ("objects", "dynamic_mask", "instance_mask"):
+            h.record(f"/gmos/{topic}", OUTPUTS[topic])
+        h.record("/diagnostics", DiagnosticArray, 50)
+        result["state_at_start"] = h.wait_state("active", 120.0)
+        image_pub = h.node.create_publisher(Image, "/cam/image", RELIABLE)
+        info_pub = h.node.create_publisher(CameraInfo, "/cam/info", RELIABLE)
+        h.wait(lambda: image_pub.get_subscription_count() >= 1 and info_pub.get_subscription_count() >= 1, 20.0)
+        frames = video_frames(video, count, every=3, size=(width, height))  # the dog runs: 10 Hz of a 30 fps clip
+        sent = []
+        start = time.monotonic()
+        for i, rgb in enumerate(frames):
+            time.sleep(max(0.0, start + i * period / 1e9 - time.monotonic()))  # real-time 10 Hz
+            stamp = T0 + i * period
+            info = CameraInfo(header=make_header(stamp), height=height, width=width, distortion_model="plumb_bob",
+                              k=[400.0, 0.0, width / 2, 0.0, 400.0, height / 2, 0.0, 0.0, 1.0])
+            info_pub.publish(info)
+            image_pub.publish(image_msg(rgb, stamp))
+            sent.append(stamp)
+        h.wait(lambda: h.count("/gmos/objects") >= count - 2, 30.0)  # the last 2 wait for their look-ahead
+        time.sleep(1.0)  # one more diagnostics period
+        result["sent"] = sent
+        result["outputs"] = {topic: [stamp_ns(m.header) for m in h.messages(f"/gmos/{topic}")]
+                             for topic in ("objects", "dynamic_mask", "instance_mask")}
+        result["moving_pixels"] = [int(np.count_nonzero(np.frombuffer(bytes(m.data), np.uint8)))
+                                   for m in h.messages("/gmos/dynamic_mask")]
+        result["objects_per_frame"] = [len(m.objects) for m in h.messages("/gmos/objects")]
+        result["diagnostics"] = h.diagnostics()
+    finally:
+        h.close()
+        result["stop"] = node.stop(signal.SIGINT)
+        node.kill()
+    return result
+
+
+SCENARIOS = {"stream": scenario_stream, "simtime": scenario_simtime, "failures": scenario_failures,
+             "geometric": scenario_geometric}
 
 
 def main() -> int:

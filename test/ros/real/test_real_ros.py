@@ -29,6 +29,11 @@ def failures(run_scenario):
     return run_scenario("failures")
 
 
+@pytest.fixture(scope="module")
+def geometric(run_scenario):
+    return run_scenario("geometric")
+
+
 def no_traceback(log: str) -> None:
     assert "Traceback" not in log, log[-4000:]
 
@@ -207,3 +212,25 @@ def test_refused_params_file_values_give_one_line_each_and_no_configure(failures
     assert "configure refused" in log
     assert failures["bad_stop"]["rc"] == 0  # SIGTERM to the node under `ros2 run`
     no_traceback(log)
+
+
+# --------------------------------------------------------------------------------------------- geometric
+def test_geometric_mode_runs_at_camera_rate_without_weights(geometric):
+    """mode:=geometric, no weight file, default device (cuda) on a CPU-only machine: 480x272 at 10 Hz in real
+    time, every frame segmented (no skipped window) with its own header; the running dog is found."""
+    assert geometric["state_at_start"] == "active"
+    sent = geometric["sent"]
+    for topic, stamps in geometric["outputs"].items():
+        assert stamps == sent[:len(stamps)], topic  # the source headers, in order
+        assert len(stamps) >= len(sent) - 2, topic  # all but the look-ahead of the last frames
+    d = geometric["diagnostics"]
+    assert d["mode"] == "geometric"
+    assert int(d["frames_received"]) == len(sent)
+    assert int(d["frames_skipped"]) == 0 and int(d["windows_skipped"]) == 0 and int(d["frames_dropped"]) == 0
+    assert d["lookahead_frames"] == "2"  # centred window, stride max(1, int(10/8)) = 1
+    moving = geometric["moving_pixels"]
+    # the dog runs through the clip: most frames have moving pixels and objects
+    assert sum(1 for n in moving if n > 0) >= len(moving) // 2, moving
+    assert max(geometric["objects_per_frame"]) >= 1
+    assert geometric["stop"]["rc"] == 0
+    no_traceback(geometric.log())

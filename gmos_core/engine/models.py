@@ -195,25 +195,37 @@ def build_engine_models(config, size: str = "full", weights: Optional[WeightPath
     return _build_official(config, size, weights, allow_random, seed)
 
 
+def _frozen_on(device: str, *modules) -> None:
+    """Inference only: the modules on ``device`` with no parameter tracking gradients."""
+    for module in modules:
+        module.to(device)
+        for p in module.parameters():
+            p.requires_grad_(False)
+
+
+def _from_metadata(config, pi3, head, predictor, meta, description: str, *, sam2_memory_trained: bool):
+    """EngineModels of a GMOS-format checkpoint: anchor, window, head kind, pixel budget and name from its
+    metadata; the SAM 2 tracker only where SAM 2's video memory is trained (official SAM 2 file)."""
+    from gmos_core import models as M
+
+    return EngineModels(pi3, head, M.Sam2Features(predictor), mode=config.mode, anchor=meta.anchor,
+                        window_size=meta.window_size, description=description, random_weights=False,
+                        device=config.device, precision=config.precision, head_kind=meta.variant,
+                        default_tracker="sam2" if sam2_memory_trained else "iou",
+                        sam2_memory_trained=sam2_memory_trained, pixel_limit=meta.pixel_limit, name=meta.name)
+
+
 def _build_gmos_format(config, path: str, weights: WeightPaths) -> EngineModels:
     """A whole model from one GMOS-format checkpoint (the shipped default model or a retrained one)."""
-    from gmos_core import models as M
     from gmos_core.weights.default_model import build_gmos_format_models
 
     if weights.sam2_config:
         raise ValueError(f"--sam2-config cannot be combined with the GMOS-format checkpoint {path}: its SAM 2 "
                          f"config is part of the model (its metadata)")
     pi3, head, predictor, meta, description = build_gmos_format_models(path, device=config.device)
-    pi3.to(config.device)
-    head.to(config.device)
-    for module in (pi3, head):
-        for p in module.parameters():
-            p.requires_grad_(False)
-    return EngineModels(pi3, head, M.Sam2Features(predictor), mode=config.mode, anchor=meta.anchor,
-                        window_size=meta.window_size, description=description, random_weights=False,
-                        device=config.device, precision=config.precision, head_kind=meta.variant,
-                        default_tracker="iou", sam2_memory_trained=False, pixel_limit=meta.pixel_limit,
-                        name=meta.name)
+    _frozen_on(config.device, pi3, head)
+    # the SAM 2 video memory of a whole GMOS-format model is untrained: instances come from the IoU tracker
+    return _from_metadata(config, pi3, head, predictor, meta, description, sam2_memory_trained=False)
 
 
 def _build_head_only(config, weights: WeightPaths) -> EngineModels:
@@ -229,16 +241,8 @@ def _build_head_only(config, weights: WeightPaths) -> EngineModels:
         allow_unsafe_pickle=weights.allow_unsafe_pickle)
     if torch.device(config.device).type == "cpu":
         M.install_memory_dtype_shim(predictor)
-    pi3.to(config.device)
-    head.to(config.device)
-    for module in (pi3, head):
-        for p in module.parameters():
-            p.requires_grad_(False)
-    return EngineModels(pi3, head, M.Sam2Features(predictor), mode=config.mode, anchor=meta.anchor,
-                        window_size=meta.window_size, description=description, random_weights=False,
-                        device=config.device, precision=config.precision, head_kind=meta.variant,
-                        default_tracker="sam2", sam2_memory_trained=True, pixel_limit=meta.pixel_limit,
-                        name=meta.name)
+    _frozen_on(config.device, pi3, head)
+    return _from_metadata(config, pi3, head, predictor, meta, description, sam2_memory_trained=True)
 
 
 def _build_official(config, size: str, weights: WeightPaths, allow_random: bool, seed: int) -> EngineModels:
@@ -270,11 +274,7 @@ def _build_official(config, size: str, weights: WeightPaths, allow_random: bool,
                                        allow_unsafe_pickle=weights.allow_unsafe_pickle)
     if torch.device(config.device).type == "cpu":
         M.install_memory_dtype_shim(predictor)
-    pi3.to(config.device)
-    head.to(config.device)
-    for module in (pi3, head):
-        for p in module.parameters():
-            p.requires_grad_(False)
+    _frozen_on(config.device, pi3, head)
     random = bool(missing)
     if size == "tiny" and random and not any((weights.pi3, weights.sam2, weights.head)):
         description = "tiny random test model (--tiny-random-model)"

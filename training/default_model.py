@@ -73,11 +73,12 @@ class DefaultGMOS(nn.Module):
     -> GMOS-S outputs for the anchor frame ({fg_mask (B,1,S/4,S/4) logits, iou_pred, conf_pred}).
     """
 
-    def __init__(self, pi3=None, predictor=None, head=None, anchor: str = ANCHOR) -> None:
+    def __init__(self, pi3=None, predictor=None, head=None, anchor: str = ANCHOR,
+                 pi3_config: dict | None = None, head_config: dict | None = None) -> None:
         super().__init__()
-        self.pi3 = pi3 if pi3 is not None else build_pi3()
+        self.pi3 = pi3 if pi3 is not None else build_pi3(pi3_config)
         self.sam2 = predictor if predictor is not None else build_sam2()
-        self.head = head if head is not None else build_head()
+        self.head = head if head is not None else build_head(head_config)
         self.anchor = anchor
         for name, p in self.sam2.named_parameters():
             p.requires_grad_(name.startswith(SAM2_IMAGE_KEY_PREFIXES))
@@ -103,3 +104,24 @@ class DefaultGMOS(nn.Module):
     def component_state_dicts(self) -> dict[str, dict[str, torch.Tensor]]:
         return {"pi3": self.pi3.state_dict(), "sam2_image_encoder": sam2_image_state_dict(self.sam2),
                 "head": self.head.state_dict()}
+
+
+def load_checkpoint(path: str | Path) -> tuple["DefaultGMOS", dict]:
+    """A default-model safetensors file -> (DefaultGMOS with its weights, its metadata strings). The sizes come
+    from the file's metadata (``pi3_config``, ``head_config``), so experiments with other sizes load too."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = dict(handle.metadata() or {})
+    pi3_config = json.loads(metadata["pi3_config"]) if "pi3_config" in metadata else None
+    head_config = json.loads(metadata["head_config"]) if "head_config" in metadata else None
+    model = DefaultGMOS(pi3_config=pi3_config, head_config=head_config)
+    state = load_file(str(path))
+    model.pi3.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("pi3.")})
+    model.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
+    load_sam2_image_state_dict(model.sam2, {k[len("sam2_image_encoder."):]: v for k, v in state.items()
+                                            if k.startswith("sam2_image_encoder.")})
+    return model, metadata

@@ -57,6 +57,13 @@ class TrainConfig:
     strides: tuple = (1, 2, 3, 4)
     static_clip_fraction: float = 0.2
     static_camera_fraction: float = 0.25
+    # model sizes (None: the shipped ones of training/default_model.py); written into the file's metadata
+    pixel_limit: int = DM.PIXEL_LIMIT
+    pi3_config: dict | None = None
+    head_config: dict | None = None
+    # end of run: validation windows (seeds 950000+, never trained on) and the decision-threshold offset
+    val_clips: int = 36
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     # bookkeeping
     log_every: int = 50
     checkpoint_every: int = 500
@@ -75,13 +82,22 @@ class TrainConfig:
         if "strides" in raw:
             raw["strides"] = tuple(int(s) for s in raw["strides"])
         cfg = cls(**raw)
+        for name in ("pi3_config", "head_config"):
+            if getattr(cfg, name) is not None and not isinstance(getattr(cfg, name), dict):
+                raise ValueError(f"{path}: {name} must be a mapping of sizes, got {getattr(cfg, name)!r}")
         for name in ("steps", "batch_size", "pool_clips", "clip_frames", "log_every", "checkpoint_every"):
             if int(getattr(cfg, name)) < 1:
                 raise ValueError(f"{path}: {name} must be >= 1, got {getattr(cfg, name)}")
         if cfg.clip_frames < (DM.WINDOW_SIZE - 1) * max(cfg.strides) + 1:
             raise ValueError(f"{path}: clip_frames {cfg.clip_frames} shorter than a window at stride "
                              f"{max(cfg.strides)}")
+        if cfg.val_clips < 0:
+            raise ValueError(f"{path}: val_clips must be >= 0, got {cfg.val_clips}")
         return cfg
+
+    def model_sizes(self) -> tuple[int, dict, dict]:
+        return (int(self.pixel_limit), dict(self.pi3_config or DM.PI3_CONFIG),
+                dict(self.head_config or DM.HEAD_CONFIG))
 
 
 # ---------------------------------------------------------------------------------------------- samples
@@ -117,57 +133,6 @@ def window_sample(clip, rng: np.random.Generator, cfg: TrainConfig, pi3_hw, sam_
     tgt = torch.from_numpy(np.ascontiguousarray(target))[None, None]
     tgt = F.interpolate(tgt, size=(out, out), mode="area")[0, 0]
     return pi3, sam, tgt
-
-
-def make_batch(pool, rng, cfg, pi3_hw, sam_size):
-    import torch
-
-    items = [window_sample(pool[int(rng.integers(len(pool)))], rng, cfg, pi3_hw, sam_size)
-             for _ in range(cfg.batch_size)]
-    return tuple(torch.stack(x) for x in zip(*items))
-
-
-class BatchStream(tud.IterableDataset):
-    """Endless batches from a pool of clips of which ``refresh_clips`` are re-rendered per ``refresh_every``
-    batches (new scenes, unseen seeds).
-
-    Seeds: worker w of n renders the training seeds ``data_seed + w + n*i`` (disjoint across workers), so the
-    scenes depend on (data_seed, workers) only. Used directly (CPU, no worker processes) or as the
-    IterableDataset of a DataLoader with ``workers`` processes (GPU machines with many cores).
-    """
-
-    def __init__(self, cfg: TrainConfig, start_step: int = 0, worker: int = 0, workers: int = 1) -> None:
-        self.cfg, self.start_step, self.worker, self.workers = cfg, start_step, worker, workers
-
-    def _seed(self, i: int) -> int:
-        return self.cfg.data_seed + self.worker + self.workers * i
-
-    def __iter__(self):
-        from gmos_core.preprocess import pi3_target_size
-        from training.default_data import render_pool_clip
-
-        info = tud.get_worker_info()
-        if info is not None:
-            self.worker, self.workers = info.id, info.num_workers
-        cfg = self.cfg
-        n_pool = max(1, cfg.pool_clips // self.workers)
-        rng = np.random.default_rng([cfg.seed, self.start_step, self.worker])
-        pool = [render_pool_clip(cfg, self._seed(i)) for i in range(n_pool)]
-        h, w = pool[0].frames.shape[1:3]
-        pi3_hw = pi3_target_size(w, h, DM.PIXEL_LIMIT)
-        # every batch (= one optimiser step, whichever worker makes it) adds refresh_clips / refresh_every new
-        # scenes on average, so the data seen per step does not depend on the number of workers
-        per_batch = cfg.refresh_clips / cfg.refresh_every
-        batches_here = self.start_step // self.workers
-        next_i = n_pool + int(batches_here * per_batch)
-        owed = 0.0
-        while True:
-            owed += per_batch
-            while owed >= 1.0:
-                pool[int(rng.integers(len(pool)))] = render_pool_clip(cfg, self._seed(next_i))
-                next_i += 1
-                owed -= 1.0
-            yield make_batch(pool, rng, cfg, pi3_hw, DM.SAM2_IMAGE_SIZE)
 
 
 # ---------------------------------------------------------------------------------------------- loss
@@ -211,17 +176,19 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- export
-def export(model, path: str | os.PathLike, training_command: str, cfg: TrainConfig, steps_done: int) -> None:
+def export(model, path: str | os.PathLike, training_command: str, cfg: TrainConfig, steps_done: int,
+           calibration: dict | None = None) -> None:
     """Write the safetensors file with the checkpoint metadata contract (gmos_core.weights.metadata), plus two
     informative keys readers ignore: training_steps and license."""
     from safetensors.torch import save_file
 
     from gmos_core.weights.metadata import CheckpointMetadata
 
+    pixel_limit, pi3_config, head_config = cfg.model_sizes()
     meta = CheckpointMetadata(
         variant=DM.VARIANT, anchor=DM.ANCHOR, window_size=DM.WINDOW_SIZE, window_seconds=DM.WINDOW_SECONDS,
-        pi3_config=dict(DM.PI3_CONFIG), head_config=dict(DM.HEAD_CONFIG), sam2_config=DM.SAM2_CONFIG_NAME,
-        sam2_image_size=DM.SAM2_IMAGE_SIZE, pixel_limit=DM.PIXEL_LIMIT,
+        pi3_config=pi3_config, head_config=head_config, sam2_config=DM.SAM2_CONFIG_NAME,
+        sam2_image_size=DM.SAM2_IMAGE_SIZE, pixel_limit=pixel_limit,
         components=("pi3", "sam2_image_encoder", "head"), name=DM.NAME,
         trained_on="synthetic data only (procedural layered scenes of training/synthetic.py)",
         training_command=training_command)
@@ -232,6 +199,9 @@ def export(model, path: str | os.PathLike, training_command: str, cfg: TrainConf
     for component, sd in model.component_state_dicts().items():
         for k, v in sd.items():
             tensors[f"{component}.{k}"] = v.detach().float().cpu().contiguous()
+    if calibration is not None:  # the decision-threshold offset, folded into the output bias
+        tensors["head.fg_out.bias"] = tensors["head.fg_out.bias"] + float(calibration["head.fg_out.bias offset"])
+        strings["calibration"] = json.dumps(calibration, sort_keys=True)
     tmp = str(path) + ".tmp"
     save_file(tensors, tmp, metadata=strings)
     os.replace(tmp, path)
@@ -241,6 +211,53 @@ def _one_thread(_worker_id: int) -> None:
     import torch
 
     torch.set_num_threads(1)  # data workers: one core each, no oversubscription
+
+
+# ---------------------------------------------------------------------------------------------- validation
+def validate_and_calibrate(model, cfg: TrainConfig, device, pi3_hw, amp: bool) -> dict | None:
+    """Score the model on ``val_clips`` validation clips (seeds 950000+, one third each normal / static-camera /
+    static-only; 4 windows per clip at stride 3) and pick the decision-threshold offset of
+    ``training.default_calibrate`` (the same score). Returns the calibration record, or None when val_clips is 0."""
+    import torch
+
+    from training.default_bank import ClipBank, prepare_clip
+    from training.default_calibrate import OFFSETS, VAL_SEED, score
+    from training.default_data import Clip, synthetic_config
+    from training.synthetic import render_sequence, sample_scene
+
+    if cfg.val_clips <= 0:
+        return None
+    kinds = ("normal", "static_camera", "static_scene")
+    scfg = synthetic_config(cfg)
+    clips, clip_kinds = [], []
+    for i in range(cfg.val_clips):
+        scene = sample_scene(VAL_SEED + i, scfg, kind=kinds[i % 3])
+        frames, labels = render_sequence(scene)
+        clips.append(prepare_clip(Clip(frames, labels, scene.moving_matrix(), scene.kind), pi3_hw,
+                                  DM.SAM2_IMAGE_SIZE))
+        clip_kinds.append(kinds[i % 3])
+    bank = ClipBank(clips, device, DM.WINDOW_SIZE, (3,), seed=0)
+    span = (DM.WINDOW_SIZE - 1) * 3
+    starts = np.linspace(0, bank.frames - 1 - span, 4).astype(int).tolist()
+    windows = []
+    model.eval()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        for c in range(bank.size):
+            pi3, sam, tgt = bank.windows(c, starts, 3)
+            logits = model(pi3, sam)["fg_mask"][:, 0].float().cpu().numpy()
+            for logit, target in zip(logits, tgt.cpu().numpy()):
+                windows.append((clip_kinds[c], logit, target > 0.5))
+    model.train()
+    table = [score(windows, off) for off in OFFSETS]
+    best = max(table, key=lambda r: (r["score"], -abs(r["offset"])))
+    at_zero = next(r for r in table if r["offset"] == 0.0)
+    print(f"validation ({cfg.val_clips} clips, {len(windows)} windows): offset 0: score {at_zero['score']:.3f} "
+          f"fg IoU {at_zero['fg_iou']:.3f} static flagged {at_zero['static_flagged']:.3f}; chosen offset "
+          f"{best['offset']:+.1f}: score {best['score']:.3f} fg IoU {best['fg_iou']:.3f} static flagged "
+          f"{best['static_flagged']:.3f}", flush=True)
+    return {"head.fg_out.bias offset": best["offset"], "validation": best, "validation_at_offset_0": at_zero,
+            "command": f"validation at the end of training.default_train ({cfg.val_clips} clips, seeds "
+                       f"{VAL_SEED}+)"}
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -254,15 +271,18 @@ def main(argv=None) -> int:
                         help="torch CPU threads (default: the config's; 1 is faster on a machine shared with other jobs)")
     parser.add_argument("--resume", action="store_true", help="continue from <out-dir>/state.pt")
     parser.add_argument("--workers", type=int, default=0,
-                        help="data worker processes (0: render in the training process, right for 2 cores)")
+                        help="data worker processes rendering clips (0: in the training process, right for 2 cores)")
     parser.add_argument("--time-budget-min", type=float, default=None,
-                        help="after min(100, steps/10) steps (refitted at 4x and 10x that), set the step count (and so the LR schedule) to what fits in this "
-                             "many minutes of training; the log says the steps used")
+                        help="after min(100, steps/10) steps (refitted at 4x and 10x that), set the step count (and so "
+                             "the LR schedule) to what fits in this many minutes of training; the log says the steps used")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop (checkpoint + export) after this wall time; --resume continues")
     args = parser.parse_args(argv)
 
     import torch
+
+    from gmos_core.preprocess import pi3_target_size
+    from training.default_bank import ClipBank, ClipSource
 
     cfg = TrainConfig.from_yaml(args.config)
     if args.steps is not None:
@@ -276,10 +296,12 @@ def main(argv=None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
+    amp = bool(cfg.amp and device.type == "cuda")
     command = "python3 -m training.default_train " + " ".join(sys.argv[1:] if argv is None else argv)
 
     torch.manual_seed(cfg.seed)
-    model = DM.DefaultGMOS().to(device)
+    pixel_limit, pi3_config, head_config = cfg.model_sizes()
+    model = DM.DefaultGMOS(pi3_config=pi3_config, head_config=head_config).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = 0
@@ -290,17 +312,21 @@ def main(argv=None) -> int:
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
         print(f"resumed from {state_path} at step {step}", flush=True)
+    pi3_hw = pi3_target_size(cfg.render_width, cfg.render_height, pixel_limit)
+    per_step = cfg.refresh_clips / cfg.refresh_every  # new scenes per optimiser step
+    # a resumed run draws scenes after those the first part used (it is not bit-identical to an uninterrupted run)
+    first_index = 0 if step == 0 else cfg.pool_clips + int(step * per_step)
+    source = ClipSource(cfg, pi3_hw, DM.SAM2_IMAGE_SIZE, first_index)
     t0 = time.perf_counter()
     if args.workers > 0:
-        loader = tud.DataLoader(BatchStream(cfg, step), batch_size=None, num_workers=args.workers,
-                                prefetch_factor=4, persistent_workers=True, worker_init_fn=_one_thread,
-                                pin_memory=device.type == "cuda")
-        batches = iter(loader)
+        clips = iter(tud.DataLoader(source, batch_size=None, num_workers=args.workers, prefetch_factor=8,
+                                    persistent_workers=True, worker_init_fn=_one_thread))
     else:
-        batches = iter(BatchStream(cfg, step))
-    next(batches)  # render the pool before the clock of the first step starts
-    print(f"data ready in {time.perf_counter() - t0:.1f}s ({cfg.pool_clips} clips, {args.workers} workers)",
-          flush=True)
+        clips = iter(source)
+    bank = ClipBank([next(clips) for _ in range(cfg.pool_clips)], device, DM.WINDOW_SIZE, cfg.strides,
+                    seed=cfg.seed * 1_000_003 + step)
+    print(f"data ready in {time.perf_counter() - t0:.1f}s ({cfg.pool_clips} clips of {bank.frames} frames, "
+          f"Pi3 {pi3_hw[0]}x{pi3_hw[1]}, {args.workers} workers)", flush=True)
 
     log_path = out_dir / "train_log.csv"
     new_log = not (args.resume and log_path.exists())
@@ -320,13 +346,19 @@ def main(argv=None) -> int:
     probe_times: dict = {}
     requested_steps = cfg.steps
     acc, acc_n, t_log = {}, 0, time.perf_counter()
+    owed = 0.0
     while step < cfg.steps:
-        pi3, sam, tgt = next(batches)
+        owed += per_step
+        while owed >= 1.0:  # new scenes replace random ones
+            bank.replace(bank.random_slot(), next(clips))
+            owed -= 1.0
+        pi3, sam, tgt = bank.batch(cfg.batch_size)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        pi3 = pi3.to(device, non_blocking=True).float().div_(255)  # == gmos_core.preprocess.pi3_image_tensor
-        out = model(pi3, sam.to(device, non_blocking=True))
-        loss, parts = losses(out, tgt.to(device, non_blocking=True), cfg)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            out = model(pi3, sam)
+        out = {k: v.float() for k, v in out.items()}
+        loss, parts = losses(out, tgt, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -365,11 +397,20 @@ def main(argv=None) -> int:
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step},
                        str(state_path) + ".tmp")
             os.replace(str(state_path) + ".tmp", state_path)
-            export(model, out_dir / "gmos_default.safetensors", command, cfg, step)
+            if not done:
+                export(model, out_dir / "gmos_default.safetensors", command, cfg, step)
         if over_time and not done:
             print(f"stopped at step {step} after {args.max_minutes} min; rerun with --resume", flush=True)
             break
     log_file.close()
+    if step == cfg.steps:
+        t_val = time.perf_counter()
+        calibration = validate_and_calibrate(model, cfg, device, pi3_hw, amp)
+        export(model, out_dir / "gmos_default_uncalibrated.safetensors", command, cfg, step)
+        export(model, out_dir / "gmos_default.safetensors", command, cfg, step, calibration)
+        if calibration is not None:
+            (out_dir / "validation.json").write_text(json.dumps(calibration, indent=1, sort_keys=True))
+            print(f"validation + calibration in {time.perf_counter() - t_val:.0f}s", flush=True)
     print(f"wrote {out_dir / 'gmos_default.safetensors'} (step {step}, "
           f"{time.perf_counter() - t0:.0f}s)", flush=True)
     return 0

@@ -69,9 +69,10 @@ class ClipBank:
         self.sam = torch.stack([c["sam"] for c in clips]).to(self.device)
         self.target = torch.stack([c["target"] for c in clips]).to(self.device)
         self.size, self.frames = self.pi3.shape[:2]
-        strides = [int(s) for s in strides if (self.window - 1) * int(s) < self.frames]
+        wanted = [int(s) for s in strides]
+        strides = [s for s in wanted if (self.window - 1) * s < self.frames]
         if not strides:
-            raise ValueError(f"no stride in {list(strides)} fits a {self.window}-frame window in "
+            raise ValueError(f"no stride in {wanted} fits a {self.window}-frame window in "
                              f"{self.frames}-frame clips")
         self.strides = torch.tensor(strides, device=self.device)
         self.generator = torch.Generator(device=self.device)

@@ -25,8 +25,6 @@ OFFSETS = tuple(float(x) for x in np.arange(-8.0, 2.01, 0.5))
 
 def window_logits(path: str, clips: int, seed: int = 0):
     import torch
-    from safetensors.torch import load_file
-
     from gmos_core.preprocess import pi3_target_size
     from training import default_model as DM
     from training.default_data import Clip, synthetic_config
@@ -35,14 +33,9 @@ def window_logits(path: str, clips: int, seed: int = 0):
 
     cfg = TrainConfig()
     cfg.strides = (3,)
-    model = DM.DefaultGMOS()
-    state = load_file(path)
-    model.pi3.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("pi3.")})
-    model.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
-    DM.load_sam2_image_state_dict(model.sam2, {k[len("sam2_image_encoder."):]: v for k, v in state.items()
-                                               if k.startswith("sam2_image_encoder.")})
+    model, metadata = DM.load_checkpoint(path)
     model.eval()
-    hw = pi3_target_size(cfg.render_width, cfg.render_height, DM.PIXEL_LIMIT)
+    hw = pi3_target_size(cfg.render_width, cfg.render_height, int(metadata.get("pixel_limit", DM.PIXEL_LIMIT)))
     rng = np.random.default_rng(seed)
     scfg = synthetic_config(cfg)
     out = []

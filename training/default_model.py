@@ -1,10 +1,10 @@
-"""The trained default GMOS model ("gmos-default-s1"): its architecture, built from the real GMOS modules.
+"""The trained default GMOS model ("gmos-default-s2"): its architecture, built from the real GMOS modules.
 
 Same structure as the official GMOS-S pipeline, in a configuration small enough to train from scratch on
 2 CPU cores and to run in real time on them:
 
 * ``Pi3Encoder`` (DINOv2-style patch encoder + alternating frame/global RoPE blocks over the 5-frame window)
-  at a small pixel budget (``PIXEL_LIMIT``, 224x126 for a 16:9 video) and width 64;
+  at a small pixel budget (``PIXEL_LIMIT``, 224x126 for a 16:9 video), width 96, 4 + 6 blocks;
 * the SAM 2 Hiera image encoder + FPN neck (``sam2`` package) from ``gmos_core/configs/sam2_default.yaml``
   at image size 256 (bottleneck 16x16, skips 32x32 / 64x64);
 * the ``GMOSS`` head (fg/bg logits at 64x64) with embed_dim 64.
@@ -26,7 +26,7 @@ from torch import nn
 from gmos_core.weights.default_model import (SAM2_IMAGE_KEY_PREFIXES, load_sam2_image_encoder,
                                              sam2_image_state_dict)
 
-NAME = "gmos-default-s1"
+NAME = "gmos-default-s2"  # s1 (width 64, 3 + 4 blocks) was the first, weaker file
 VARIANT = "gmos_s"
 ANCHOR = "center"
 WINDOW_SIZE = 5
@@ -36,9 +36,11 @@ SAM2_IMAGE_SIZE = 256
 SAM2_CONFIG_NAME = "sam2_default.yaml"
 SAM2_CONFIG_PATH = Path(__file__).resolve().parents[1] / "gmos_core" / "configs" / SAM2_CONFIG_NAME
 
-PI3_CONFIG = dict(enc_embed_dim=64, enc_depth=3, enc_num_heads=4, img_size=224,
-                  dec_embed_dim=64, dec_depth=4, dec_num_heads=4)
-HEAD_CONFIG = dict(embed_dim=64, encoder_depth=2, num_heads=4, pi3_dim=64, sam_dim=64, mlp_dim=128)
+# Chosen among four sizes trained side by side (docs/default_model.md, "Choosing the size"): the wider, deeper Pi3
+# learned the most per GPU-minute at the same step budget.
+PI3_CONFIG = dict(enc_embed_dim=96, enc_depth=4, enc_num_heads=6, img_size=224,
+                  dec_embed_dim=96, dec_depth=6, dec_num_heads=6)
+HEAD_CONFIG = dict(embed_dim=64, encoder_depth=2, num_heads=4, pi3_dim=96, sam_dim=64, mlp_dim=128)
 
 
 def build_pi3(config: dict | None = None):

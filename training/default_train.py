@@ -236,14 +236,16 @@ def validate_and_calibrate(model, cfg: TrainConfig, device, pi3_hw, amp: bool) -
         clips.append(prepare_clip(Clip(frames, labels, scene.moving_matrix(), scene.kind), pi3_hw,
                                   DM.SAM2_IMAGE_SIZE))
         clip_kinds.append(kinds[i % 3])
-    bank = ClipBank(clips, device, DM.WINDOW_SIZE, (3,), seed=0)
-    span = (DM.WINDOW_SIZE - 1) * 3
+    # the official stride at 24 fps (fps / 8 = 3), or the largest that fits very short clips (smoke runs)
+    stride = max(1, min(3, (cfg.clip_frames - 1) // (DM.WINDOW_SIZE - 1)))
+    bank = ClipBank(clips, device, DM.WINDOW_SIZE, (stride,), seed=0)
+    span = (DM.WINDOW_SIZE - 1) * stride
     starts = np.linspace(0, bank.frames - 1 - span, 4).astype(int).tolist()
     windows = []
     model.eval()
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
         for c in range(bank.size):
-            pi3, sam, tgt = bank.windows(c, starts, 3)
+            pi3, sam, tgt = bank.windows(c, starts, stride)
             logits = model(pi3, sam)["fg_mask"][:, 0].float().cpu().numpy()
             for logit, target in zip(logits, tgt.cpu().numpy()):
                 windows.append((clip_kinds[c], logit, target > 0.5))
@@ -260,6 +262,22 @@ def validate_and_calibrate(model, cfg: TrainConfig, device, pi3_hw, amp: bool) -
                        f"{VAL_SEED}+)"}
 
 
+def init_weights(model, path: str, pi3_config: dict, head_config: dict) -> None:
+    """Load a default-model file into ``model`` (same sizes required), undoing its calibration offset so that
+    training continues from the raw logits."""
+    source, metadata = DM.load_checkpoint(path)
+    sizes = {"pi3_config": (json.loads(metadata.get("pi3_config", "{}")), pi3_config),
+             "head_config": (json.loads(metadata.get("head_config", "{}")), head_config)}
+    for name, (theirs, ours) in sizes.items():
+        if theirs != ours:
+            raise ValueError(f"--init-from {path}: its {name} {theirs} differs from the config's {ours}; expected a "
+                             "file of the same sizes")
+    state = source.state_dict()
+    calibration = json.loads(metadata.get("calibration", "{}"))
+    state["head.fg_out.bias"] = state["head.fg_out.bias"] - float(calibration.get("head.fg_out.bias offset", 0.0))
+    model.load_state_dict(state)
+
+
 # ---------------------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -270,6 +288,10 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: the config's; 1 is faster on a machine shared with other jobs)")
     parser.add_argument("--resume", action="store_true", help="continue from <out-dir>/state.pt")
+    parser.add_argument("--init-from", default=None, metavar="FILE",
+                        help="start from the weights of a default-model file of the same sizes (e.g. the shipped one, "
+                             "to add GPU time to it; its calibration offset is undone first), with a fresh optimiser "
+                             "and schedule")
     parser.add_argument("--workers", type=int, default=0,
                         help="data worker processes rendering clips (0: in the training process, right for 2 cores)")
     parser.add_argument("--time-budget-min", type=float, default=None,
@@ -306,6 +328,9 @@ def main(argv=None) -> int:
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = 0
     state_path = out_dir / "state.pt"
+    if args.init_from and not (args.resume and state_path.exists()):
+        init_weights(model, args.init_from, pi3_config, head_config)
+        print(f"initialised from {args.init_from}", flush=True)
     if args.resume and state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])

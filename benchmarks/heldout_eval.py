@@ -25,6 +25,7 @@ clips, every object sprite in view (static objects carry no annotation id) count
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import json
 import os
@@ -39,20 +40,28 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 SEED_BASE = {"normal": 900000, "static_camera": 910000, "static_scene": 920000}
+# --split validation: the same kinds of clips from other seeds, for choosing settings (tracker thresholds) without
+# looking at the held-out set. Training uses seeds from 1000 to a few thousand.
+VALIDATION_SEED_BASE = {"normal": 960000, "static_camera": 970000, "static_scene": 980000}
 FPS = 24.0
 STATIC_FP_PIXEL_FRACTION = 0.005
+# "visible-moving": the time annotation marks an object moving only on frames where it is visible
+# (training/synthetic.py MIN_VISIBLE_PIXELS); sets rendered before this (every moving frame, visible or not) are
+# re-rendered.
+ANNOTATION_VERSION = "visible-moving"
 
 
 # ------------------------------------------------------------------------------------------------ data
-def generate(data_dir: Path, counts: dict, frames: int, size: tuple) -> dict:
+def generate(data_dir: Path, counts: dict, frames: int, size: tuple, seed_base: dict = SEED_BASE) -> dict:
     """Render the held-out set (skipped when ``data_dir/sequences.json`` already lists the same set)."""
     from training.synthetic import SyntheticConfig, default_texture_videos, sample_scene, write_sequence
 
-    wanted = {kind: [SEED_BASE[kind] + i for i in range(n)] for kind, n in counts.items()}
+    wanted = {kind: [seed_base[kind] + i for i in range(n)] for kind, n in counts.items()}
     meta_path = data_dir / "sequences.json"
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
-        if meta.get("wanted") == wanted and meta.get("frames") == frames and meta.get("size") == list(size):
+        if (meta.get("wanted") == wanted and meta.get("frames") == frames and meta.get("size") == list(size)
+                and meta.get("annotation") == ANNOTATION_VERSION):
             return meta
     cfg = SyntheticConfig(width=size[0], height=size[1], num_frames=frames, fps=FPS,
                           texture_videos=default_texture_videos())
@@ -64,7 +73,7 @@ def generate(data_dir: Path, counts: dict, frames: int, size: tuple) -> dict:
             row = write_sequence(scene, data_dir)
             row.update(dataset="synthetic-heldout", split="test")
             rows.append(row)
-            seqs[scene.name] = {"seed": seed, "kind": kind, "moving_ids": sorted(scene.time_annotation())}
+            seqs[scene.name] = {"seed": seed, "kind": kind, "moving_ids": sorted(ast.literal_eval(row["time_anno"]))}
             if kind == "static_scene":  # what segmentation without motion reasoning would call: every object
                 out = data_dir / "AllObjects" / scene.name
                 out.mkdir(parents=True, exist_ok=True)
@@ -77,7 +86,7 @@ def generate(data_dir: Path, counts: dict, frames: int, size: tuple) -> dict:
                                                 "split"))
         writer.writeheader()
         writer.writerows(rows)
-    meta = {"wanted": wanted, "frames": frames, "size": list(size), "sequences": seqs,
+    meta = {"wanted": wanted, "frames": frames, "size": list(size), "sequences": seqs, "annotation": ANNOTATION_VERSION,
             "textures": [str(p) for p in default_texture_videos()]}
     meta_path.write_text(json.dumps(meta, indent=1))
     print(f"held-out set: {len(rows)} sequences rendered in {time.perf_counter() - t0:.0f}s -> {data_dir}",
@@ -129,7 +138,7 @@ def mos_i_labels(result) -> np.ndarray:
     return np.where(moving, result.labels, 0).astype(np.uint8)
 
 
-def build_default(weights: str | None, device: str):
+def build_default(weights: str | None, device: str, tracker_config: dict | None = None):
     from gmos_core.engine import EngineConfig
     from gmos_core.engine.models import WeightPaths, build_engine_models
     from gmos_core.weights.default_model import default_model_path
@@ -141,6 +150,10 @@ def build_default(weights: str | None, device: str):
         raise ValueError(f"{path}: no GMOS checkpoint metadata; expected a model written by training/")
     config = EngineConfig(mode="gmos_online", fps=FPS, anchor=info.anchor, window_size=info.window_size,
                           pixel_limit=info.pixel_limit, device=device, tracker="iou")
+    if tracker_config:
+        from gmos_core.tracking import IouTrackerConfig
+
+        config.extra["tracker_config"] = IouTrackerConfig(**tracker_config)
     models = build_engine_models(config, weights=WeightPaths(head=str(path)))
     return config, models, info, path
 
@@ -235,6 +248,12 @@ def main(argv=None) -> int:
     parser.add_argument("--reuse", action="store_true",
                         help="keep the predictions of a method already run on the same set (and same weights file)")
     parser.add_argument("--table", type=Path, default=None, help="also write the Markdown table here")
+    parser.add_argument("--split", choices=("heldout", "validation"), default="heldout",
+                        help="heldout (seeds 900000+, for reporting) or validation (seeds 960000+, for choosing "
+                             "settings such as --tracker-config)")
+    parser.add_argument("--tracker-config", default=None, metavar="JSON",
+                        help='IoU tracker thresholds for the default model, e.g. \'{"match_iou": 0.1}\' '
+                             "(gmos_core.tracking.IouTrackerConfig fields)")
     args = parser.parse_args(argv)
 
     import torch
@@ -242,8 +261,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     w, h = (int(v) for v in args.size.lower().split("x"))
     data_dir = args.out / "data"
+    seed_base = SEED_BASE if args.split == "heldout" else VALIDATION_SEED_BASE
+    tracker_config = json.loads(args.tracker_config) if args.tracker_config else None
     meta = generate(data_dir, {"normal": args.normal, "static_camera": args.static_camera,
-                               "static_scene": args.static_scene}, args.frames, (w, h))
+                               "static_scene": args.static_scene}, args.frames, (w, h), seed_base)
     seqs = meta["sequences"]
     by_kind = {k: [s for s, m in seqs.items() if m["kind"] == k] for k in SEED_BASE}
     moving_seqs = [s for s, m in seqs.items() if m["moving_ids"]]
@@ -254,10 +275,11 @@ def main(argv=None) -> int:
     model_name = None
     set_stamp = json.dumps(meta["wanted"]) + f" frames={args.frames} size={w}x{h}"
     if "default" in methods or "default-fgbg" in methods:
-        config, models, info, wpath = build_default(args.weights, args.device)
+        config, models, info, wpath = build_default(args.weights, args.device, tracker_config)
         model_name = info.name
         st = wpath.stat()
-        stamp = f"{set_stamp} weights={wpath.resolve()} size={st.st_size} mtime={st.st_mtime_ns}"
+        stamp = (f"{set_stamp} weights={wpath.resolve()} size={st.st_size} mtime={st.st_mtime_ns} "
+                 f"tracker={json.dumps(tracker_config, sort_keys=True)}")
     if ("default" in methods or "default-fgbg" in methods) and not (
             args.reuse and _done(pred_root / "default", stamp) and _done(pred_root / "default-fgbg", stamp)):
         t0, n_frames = time.perf_counter(), 0
@@ -322,10 +344,12 @@ def main(argv=None) -> int:
     label = {"default": f"{model_name} (gmos_online + IoU tracker)", "default-fgbg": f"{model_name} fg/bg only",
              "geometric": "geometric mode (weight-free)", "zeros": "reference: all-zero masks",
              "all-objects": "reference: every annotated object on every frame"}
-    lines = [f"Held-out synthetic set: {len(subsets['all'])} clips with moving objects "
+    set_name = "Held-out synthetic set" if args.split == "heldout" else "VALIDATION synthetic set (not held-out)"
+    lines = [f"{set_name}: {len(subsets['all'])} clips with moving objects "
              f"({len(subsets['moving camera'])} moving camera, {len(subsets['static camera'])} static camera) "
              f"+ {len(by_kind['static_scene'])} static-only clips, {args.frames} frames at {w}x{h}, "
-             f"{FPS:g} fps; seeds {', '.join(f'{k} {v}+' for k, v in SEED_BASE.items())}.",
+             f"{FPS:g} fps; seeds {', '.join(f'{k} {v}+' for k, v in seed_base.items())}"
+             + (f"; tracker {json.dumps(tracker_config, sort_keys=True)}" if tracker_config else "") + ".",
              "",
              "| method | mtIoU | J_mov | FP count | mtIoU moving cam. | mtIoU static cam. | static-scene FP rate |",
              "|---|---|---|---|---|---|---|"]

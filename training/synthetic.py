@@ -313,12 +313,32 @@ class Scene:
                 out[:, layer.label - 1] = layer.moving
         return out
 
-    def time_annotation(self) -> dict:
-        """GMOS-2K ``time_anno``: {'<id>': [[start, end], ...]} inclusive frame intervals where the object moves."""
+    def time_annotation(self, visible: Optional[np.ndarray] = None) -> dict:
+        """GMOS-2K ``time_anno``: {'<id>': [[start, end], ...]} inclusive frame intervals where the object moves.
+
+        ``visible`` ((T, n_ids) bool, see :func:`visible_matrix`) restricts the intervals to the frames where the
+        object can be seen, as a human annotator marks them (what :func:`write_sequence` writes). Why it matters:
+        the MOS-I metric scores an empty prediction of an invisible "moving" object as a hit, and on a sequence
+        whose moving objects are all invisible an empty prediction gets mtIoU ~ 1e9 (I / (0 + G - I + 1e-8)).
+        Objects that never visibly move get no key (they stay in the masks as never-moving objects)."""
         anno = {}
         for layer in sorted((l for l in self.layers if l.label > 0), key=lambda l: l.label):
-            anno[str(layer.label)] = _intervals(layer.moving)
+            flags = layer.moving if visible is None else layer.moving & visible[:, layer.label - 1]
+            if visible is None or flags.any():
+                anno[str(layer.label)] = _intervals(flags)
         return anno
+
+
+# An object counts as moving in a written time annotation only on frames where at least this many of its pixels are
+# visible (an annotator cannot mark what cannot be seen; a few pixels at the frame border are not an object).
+MIN_VISIBLE_PIXELS = 32
+
+
+def visible_matrix(labels: np.ndarray, num_ids: int, min_pixels: int = MIN_VISIBLE_PIXELS) -> np.ndarray:
+    """(T, H, W) label maps -> (T, num_ids) bool: object id k+1 has at least ``min_pixels`` pixels in frame t."""
+    labels = np.asarray(labels)
+    counts = np.stack([np.bincount(lab.ravel(), minlength=num_ids + 1)[1:num_ids + 1] for lab in labels])
+    return counts >= min_pixels
 
 
 def sequence_name(seed: int) -> str:
@@ -571,13 +591,16 @@ def write_sequence(scene: Scene, out: str | Path, jpeg_quality: int = 92) -> dic
     img_dir, ann_dir = out / "JPEGImages" / name, out / "Annotations" / name
     img_dir.mkdir(parents=True, exist_ok=True)
     ann_dir.mkdir(parents=True, exist_ok=True)
+    num_ids = scene.moving_matrix().shape[1]
+    visible = np.zeros((scene.num_frames, num_ids), bool)
     for t in range(scene.num_frames):
         rgb, lab = render_frame(scene, t)
         ok = cv2.imwrite(str(img_dir / f"{t:05d}.jpg"), rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
         if not ok:
             raise OSError(f"cannot write {img_dir / f'{t:05d}.jpg'}")
         save_indexed_png(ann_dir / f"{t:05d}.png", lab)
-    return {"seq_name": name, "time_anno": repr(scene.time_annotation()), "ann_frames": scene.num_frames,
+        visible[t] = visible_matrix(lab[None], num_ids)[0]
+    return {"seq_name": name, "time_anno": repr(scene.time_annotation(visible)), "ann_frames": scene.num_frames,
             "vid_frames": scene.num_frames}
 
 

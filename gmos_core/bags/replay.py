@@ -309,9 +309,16 @@ class MotionTimeline:
             if len(times) > 1:  # still show the replayed span, not matplotlib's default 0..1
                 ax.set_xlim(times[0], times[-1])
         ax.set_xlabel("time since first frame [s]")
-        ax.set_title(title or "motion timeline (objects x time)", fontsize=9, loc="left")
+        import textwrap
+
+        # long model descriptions are wrapped; the legend sits under the axes, right of the x label, where it
+        # cannot cover the title
+        lines = [w for line in (title or "motion timeline (objects x time)").split("\n")
+                 for w in textwrap.wrap(line, 120) or [""]]
+        ax.set_title("\n".join(lines), fontsize=9, loc="left")
         ax.legend(handles=[Patch(color=c, label=n) for c, n in zip(colours[1:], ("unknown", "static", "moving"))],
-                  loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=7, ncol=3, frameon=False)
+                  loc="upper right", bbox_to_anchor=(1.0, -0.04 * 6 / (1.5 + 0.28 * max(1, len(tracks)))),
+                  fontsize=7, ncol=3, frameon=False)
         fig.tight_layout()
         fig.savefig(path)
         plt.close(fig)

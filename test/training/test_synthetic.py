@@ -104,7 +104,12 @@ def test_layout_is_read_by_the_metrics_and_scores_ground_truth_perfectly(tmp_pat
     out = syn.write_dataset(tmp_path / "syn", [0, 1, 2], cfg, progress=False)
     annos = load_time_annotations(out / "time_annotation.csv", "custom")
     scenes = {syn.sequence_name(s): syn.sample_scene(s, cfg) for s in (0, 1, 2)}
-    expected = {n: sc.time_annotation() for n, sc in scenes.items() if sc.time_annotation()}
+    expected = {}
+    for n, sc in scenes.items():  # written annotations mark motion only where the object is visible
+        labels = np.stack([syn.render_frame(sc, t)[1] for t in range(sc.num_frames)])
+        anno = sc.time_annotation(syn.visible_matrix(labels, sc.moving_matrix().shape[1]))
+        if anno:
+            expected[n] = anno
     assert dict(annos) == expected and annos
     for name, scene in scenes.items():
         pngs = list_frames(out / "Annotations" / name)
@@ -123,3 +128,25 @@ def test_seed_and_size_parsing():
         syn.parse_size("480")
     with pytest.raises(ValueError, match="frame size"):
         syn.SyntheticConfig(width=8)
+
+
+def test_written_time_annotation_marks_motion_only_where_the_object_is_visible():
+    """An annotator cannot mark an invisible object as moving, and MOS-I scores an empty prediction of an invisible
+    "moving" object as a hit (an empty prediction then reaches mtIoU ~1e9 on such a sequence)."""
+    cfg = _cfg(num_frames=12, min_moving_objects=2, max_moving_objects=2, p_stop_and_go=0.0)
+    scene = syn.sample_scene(3, cfg, kind="normal")
+    moving = scene.moving_matrix()
+    assert moving.shape[1] >= 2 and moving.all()
+    visible = np.ones_like(moving)
+    visible[4:7, 0] = False      # object 1 hidden on frames 4-6
+    visible[:, 1] = False        # object 2 never seen
+    anno = scene.time_annotation(visible)
+    assert anno["1"] == [[0, 3], [7, 11]]
+    assert "2" not in anno
+    assert scene.time_annotation() == {str(k + 1): [[0, 11]] for k in range(moving.shape[1])}
+    labels = np.zeros((2, 10, 10), np.uint8)
+    labels[0, :4, :8] = 1          # 32 pixels: visible
+    labels[1, :3, :10] = 1         # 30 pixels: below MIN_VISIBLE_PIXELS
+    labels[1, 5:, 5:] = 2
+    assert syn.visible_matrix(labels, 2).tolist() == [[True, False], [False, False]]
+    assert syn.MIN_VISIBLE_PIXELS == 32

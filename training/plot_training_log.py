@@ -1,0 +1,46 @@
+"""Plot a default-model training log (``<out-dir>/train_log.csv`` of training/default_train.py).
+
+    python3 -m training.plot_training_log runs/default/train_log.csv docs/images/default_model_training.png
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("log")
+    parser.add_argument("out")
+    parser.add_argument("--title", default="default model training")
+    args = parser.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(args.log, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise SystemExit(f"{args.log}: no rows; expected the train_log.csv of a training run")
+    step = [int(r["step"]) for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(step, [float(r["loss"]) for r in rows], label="total")
+    a.plot(step, [float(r["bce"]) for r in rows], label="BCE")
+    a.plot(step, [float(r["dice"]) for r in rows], label="Dice")
+    a.set_xlabel("step")
+    a.set_title("training loss")
+    a.legend()
+    b.plot(step, [float(r["train_fg_iou"]) for r in rows], color="tab:green")
+    b.set_xlabel("step")
+    b.set_ylim(0, 1)
+    b.set_title("train IoU (windows with a moving object)")
+    fig.suptitle(args.title)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=100)
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -128,7 +128,7 @@ def test_training_smoke_run_and_resume(tmp_path):
     cfg = tmp_path / "smoke.yaml"
     cfg.write_text("steps: 2\nbatch_size: 2\npool_clips: 2\nrefresh_every: 1\nrefresh_clips: 1\nclip_frames: 9\n"
                    "render_width: 128\nrender_height: 72\nstrides: [1, 2]\nlog_every: 1\ncheckpoint_every: 1\n"
-                   "threads: 1\n")
+                   "threads: 1\nval_clips: 3\n")
     out = tmp_path / "run"
     assert main(["--config", str(cfg), "--out-dir", str(out)]) == 0
     info = read_checkpoint_metadata(out / "gmos_default.safetensors")
@@ -143,6 +143,13 @@ def test_training_smoke_run_and_resume(tmp_path):
     with safe_open(str(out / "gmos_default.safetensors"), framework="pt") as f:
         assert f.metadata()["training_steps"] == "3"
         json.loads(f.metadata()["pi3_config"])
+        calibration = json.loads(f.metadata()["calibration"])  # the run ends with validation + calibration
+        calibrated_bias = f.get_tensor("head.fg_out.bias")
+    with safe_open(str(out / "gmos_default_uncalibrated.safetensors"), framework="pt") as f:
+        raw_bias = f.get_tensor("head.fg_out.bias")
+    offset = calibration["head.fg_out.bias offset"]
+    assert abs(float((calibrated_bias - raw_bias).max()) - offset) < 1e-6  # folded into the bias exactly
+    assert json.loads((out / "validation.json").read_text())["head.fg_out.bias offset"] == offset
 
 
 def test_bad_training_config_is_refused(tmp_path):

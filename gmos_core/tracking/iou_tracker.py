@@ -61,14 +61,18 @@ class IouTrackerConfig:
     predict_motion:     shift a track's mask by its smoothed velocity before matching.
     """
 
-    match_iou: float = 0.2
-    max_missed_frames: int = 8
+    # match_iou, max_missed_frames and min_area_fraction: chosen on the default model's VALIDATION split
+    # (benchmarks/heldout_eval.py --split validation --tracker-config ...; docs/default_model.md, "Tracker
+    # thresholds"): from 0.2 / 8 / 0.0005, MOS-I mtIoU 0.092 -> 0.103, J_mov 0.249 -> 0.278, false-positive tracks
+    # 0.60 -> 0.38 per frame. The area floor does most of it (fragments under 0.2 % of the frame are noise).
+    match_iou: float = 0.1
+    max_missed_frames: int = 16
     birth_motion: float = 0.5
     birth_min_iou: float = 0.0
     moving_on: float = 0.5
     moving_off: float = 0.3
     motion_smoothing: float = 0.5
-    min_area_fraction: float = 0.0005
+    min_area_fraction: float = 0.002
     max_tracks: int = 64
     predict_motion: bool = True
 

@@ -49,7 +49,7 @@ def test_two_crossing_objects_keep_their_ids():
 
 def test_velocity_prediction_is_what_keeps_fast_objects():
     """An 8-px square accelerating to 7 px/frame overlaps its previous mask by 1 column (IoU 1/15 < match_iou
-    0.2): without the constant-velocity prediction each such frame starts a new track."""
+    0.1): without the constant-velocity prediction each such frame starts a new track."""
     lefts = np.cumsum([2, 3, 3, 5, 7, 7, 7, 7])
     frames = [square(12, int(x)) for x in lefts]
     with_prediction, without = IouTracker(), IouTracker(IouTrackerConfig(predict_motion=False))

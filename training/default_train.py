@@ -1,20 +1,22 @@
 """Training of the default model (``training/default_model.py``) from scratch on synthetic clips.
 
-    OMP_NUM_THREADS=2 python3 -m training.default_train --config training/configs/default.yaml \
-        --out-dir runs/default [--device cuda] [--steps N] [--resume]
+    python3 -m training.default_train --config training/configs/default.yaml --out-dir runs/default \
+        [--device cuda --workers 14] [--time-budget-min M] [--steps N] [--resume] [--init-from FILE]
 
-Seeded and resumable: ``<out-dir>/state.pt`` (model + optimiser + step + data seed; read with
-``weights_only=True``) is written every ``checkpoint_every`` steps and at the end; ``--resume`` continues from
-it. ``<out-dir>/train_log.csv`` logs every ``log_every`` steps; ``<out-dir>/gmos_default.safetensors`` is the
-exported model (checkpoint metadata contract, docs/default_model.md).
+Seeded and resumable: ``<out-dir>/state.pt`` (model + optimiser + step; read with ``weights_only=True``) is written
+every ``checkpoint_every`` steps and at the end; ``--resume`` continues from it. ``<out-dir>/train_log.csv`` logs
+every ``log_every`` steps. At the end the run validates on ``val_clips`` clips (seeds 950000+) and picks the
+decision-threshold offset (``training.default_calibrate``): ``<out-dir>/gmos_default.safetensors`` is the
+calibrated, shippable file (checkpoint metadata contract, docs/default_model.md), ``gmos_default_uncalibrated``
+the raw one, ``validation.json`` the scores.
 
-Data: a pool of synthetic clips (``training/default_data.py``) is rendered at start (seeded; training seeds
-from ``data_seed`` up, never the held-out ones of ``benchmarks/heldout_eval.py`` (900000+) or the calibration
-ones (950000+)) and ``refresh_clips`` per ``refresh_every`` steps are replaced by new scenes, so the model
-sees many scenes without paying for rendering every step.
-Each sample is one 5-frame window (random stride) of one clip, target = union of the objects moving at
-the anchor (centre) frame. Loss: BCE (positive weight) + batch soft Dice on the 64x64 fg logits, + MSE of the
-IoU head. The logged train_fg_iou is the IoU (prob > 0.5) over the samples that have a moving object.
+Data (``training/default_bank.py``): rendered clips (``training/default_data.py``; training seeds from
+``data_seed`` up, never the held-out ones of ``benchmarks/heldout_eval.py`` (900000+) or the validation ones
+(950000+)) are prepared once and kept in a bank of ``pool_clips`` on the training device; ``refresh_clips`` per
+``refresh_every`` steps are replaced by new scenes. Each sample is one 5-frame window (random stride, time
+reversal, mirror, colour gain) of one clip, target = union of the objects moving at the anchor (centre) frame.
+Loss: BCE (positive weight) + batch soft Dice on the 64x64 fg logits, + MSE of the IoU head. The logged
+train_fg_iou is the IoU (prob > 0.5) over the samples that have a moving object.
 """
 from __future__ import annotations
 

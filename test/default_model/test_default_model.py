@@ -159,3 +159,35 @@ def test_bad_training_config_is_refused(tmp_path):
     cfg.write_text("stepz: 3\n")
     with pytest.raises(ValueError, match="unknown training keys"):
         TrainConfig.from_yaml(cfg)
+
+
+def test_init_from_refuses_a_file_of_other_sizes_and_undoes_the_calibration():
+    """--init-from: the shipped file loads into a model of its sizes with its calibration offset removed from the
+    output bias (training continues from the raw logits); a model of other sizes is refused by name."""
+    import torch
+    from safetensors import safe_open
+
+    from training.default_train import init_weights
+
+    path = _weights_path()
+    with safe_open(str(path), framework="pt") as f:
+        offset = json.loads(f.metadata()["calibration"])["head.fg_out.bias offset"]
+        shipped_bias = f.get_tensor("head.fg_out.bias")
+    assert offset != 0
+    model = DM.DefaultGMOS()
+    init_weights(model, str(path), DM.PI3_CONFIG, DM.HEAD_CONFIG)
+    assert torch.allclose(model.head.fg_out.bias, shipped_bias - offset)
+    smaller = dict(DM.PI3_CONFIG, enc_embed_dim=64, dec_embed_dim=64, enc_num_heads=4, dec_num_heads=4)
+    with pytest.raises(ValueError, match="pi3_config .* differs from the config's"):
+        init_weights(DM.DefaultGMOS(pi3_config=smaller, head_config=dict(DM.HEAD_CONFIG, pi3_dim=64)), str(path),
+                     smaller, dict(DM.HEAD_CONFIG, pi3_dim=64))
+
+
+def test_warm_up_is_at_most_a_tenth_of_the_run():
+    from training.default_train import TrainConfig, lr_at
+
+    short = TrainConfig(steps=300, warmup_steps=300, lr=1e-3)
+    assert lr_at(29, short) == pytest.approx(1e-3)          # warm-up over 30 steps, not 300
+    assert lr_at(299, short) == pytest.approx(0.05e-3, rel=0.05)  # and the cosine reaches its floor at the end
+    long = TrainConfig(steps=3012, warmup_steps=300, lr=1e-3)
+    assert lr_at(149, long) == pytest.approx(0.5e-3)        # the shipped run's schedule is unchanged

@@ -19,11 +19,7 @@ INIT="--init-from gmos_core/data/default_model/gmos_default.safetensors"
 OUTDIR=${OUT:-/tmp/gmos_default_gpu}
 RUN=/tmp/gmos_default_gpu_run
 mkdir -p "$OUTDIR" "$RUN"
-if ! python3 -c "import sam2, hydra, omegaconf, iopath" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/gmos_site .whl/*.whl 2>&1 | tail -2
-  export PYTHONPATH="/tmp/gmos_site"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+source benchmarks/device_python_env.sh
 nvidia-smi -L 2>/dev/null
 {
   echo "== training ($MIN min, ${INIT:-from scratch})"

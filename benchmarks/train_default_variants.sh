@@ -13,11 +13,7 @@ VARIANTS=${*:-base px60k wide wide_px60k}
 OUTDIR=${OUT:-/tmp/gmos_variants}
 RUNS=/tmp/gmos_variant_runs
 mkdir -p "$OUTDIR" "$RUNS"
-if ! python3 -c "import sam2, hydra, omegaconf, iopath" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/gmos_site .whl/*.whl 2>&1 | tail -2
-  export PYTHONPATH="/tmp/gmos_site"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+source benchmarks/device_python_env.sh
 nvidia-smi -L 2>/dev/null; nproc; python3 -c "import torch, sam2; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 for v in $VARIANTS; do
   mkdir -p "$RUNS/$v"

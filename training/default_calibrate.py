@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import numpy as np
 
@@ -23,34 +22,17 @@ VAL_SEED = 950_000
 OFFSETS = tuple(float(x) for x in np.arange(-8.0, 2.01, 0.5))
 
 
-def window_logits(path: str, clips: int, seed: int = 0):
-    import torch
+def window_logits(path: str, clips: int) -> list:
+    """[(kind, logits, target)] of the model in ``path`` on the validation windows of the end of training
+    (``training.default_train.validation_windows``), on the CPU."""
     from gmos_core.preprocess import pi3_target_size
     from training import default_model as DM
-    from training.default_data import Clip, synthetic_config
-    from training.default_train import TrainConfig, window_sample
-    from training.synthetic import render_sequence, sample_scene
+    from training.default_train import TrainConfig, validation_windows
 
-    cfg = TrainConfig()
-    cfg.strides = (3,)
-    model, metadata = DM.load_checkpoint(path)
-    model.eval()
-    hw = pi3_target_size(cfg.render_width, cfg.render_height, int(metadata.get("pixel_limit", DM.PIXEL_LIMIT)))
-    rng = np.random.default_rng(seed)
-    scfg = synthetic_config(cfg)
-    out = []
-    for i in range(clips):
-        kind = ("normal", "static_camera", "static_scene")[i % 3]
-        scene = sample_scene(VAL_SEED + i, scfg, kind=kind)
-        frames, labels = render_sequence(scene)
-        clip = Clip(frames, labels, scene.moving_matrix(), scene.kind)
-        for _ in range(4):
-            pi3, sam, tgt = window_sample(clip, rng, cfg, hw, DM.SAM2_IMAGE_SIZE)
-            with torch.no_grad():
-                logit = model(pi3[None].float() / 255, sam[None])["fg_mask"][0, 0].numpy()
-            out.append((kind, logit, tgt.numpy() > 0.5))
-        print(f"validation clip {i + 1}/{clips}", file=sys.stderr, flush=True)
-    return out
+    cfg = TrainConfig(val_clips=clips)
+    model, meta = DM.load_checkpoint(path)
+    hw = pi3_target_size(cfg.render_width, cfg.render_height, meta.pixel_limit)
+    return validation_windows(model, cfg, "cpu", hw)
 
 
 def score(windows, offset: float) -> dict:
@@ -70,6 +52,12 @@ def score(windows, offset: float) -> dict:
             "static_flagged": float(np.mean(static_flagged))}
 
 
+def choose_offset(windows) -> tuple[dict, list]:
+    """(the best row, every row) of ``score`` over OFFSETS; ties go to the smaller offset."""
+    table = [score(windows, off) for off in OFFSETS]
+    return max(table, key=lambda r: (r["score"], -abs(r["offset"]))), table
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint")
@@ -83,11 +71,10 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     windows = window_logits(args.checkpoint, args.clips)
-    table = [score(windows, off) for off in OFFSETS]
+    best, table = choose_offset(windows)
     for row in table:
         print(f"offset {row['offset']:+.1f}: score {row['score']:.3f}  fg IoU {row['fg_iou']:.3f}  "
               f"static-only windows flagged {row['static_flagged']:.3f}")
-    best = max(table, key=lambda r: (r["score"], -abs(r["offset"])))
     print(f"chosen offset {best['offset']:+.1f}")
     with safe_open(args.checkpoint, framework="pt") as handle:
         metadata = dict(handle.metadata() or {})

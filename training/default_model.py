@@ -108,22 +108,22 @@ class DefaultGMOS(nn.Module):
                 "head": self.head.state_dict()}
 
 
-def load_checkpoint(path: str | Path) -> tuple["DefaultGMOS", dict]:
-    """A default-model safetensors file -> (DefaultGMOS with its weights, its metadata strings). The sizes come
-    from the file's metadata (``pi3_config``, ``head_config``), so experiments with other sizes load too."""
+def load_checkpoint(path: str | Path) -> tuple["DefaultGMOS", object]:
+    """A default-model file -> (DefaultGMOS with its weights, its CheckpointMetadata), built by the engine's own
+    loader (``build_gmos_format_models``: sizes from the metadata, strict key checks), so experiments with other
+    sizes load too."""
+    from gmos_core.weights.default_model import build_gmos_format_models
+
+    pi3, head, predictor, meta, _ = build_gmos_format_models(path)
+    return DefaultGMOS(pi3=pi3, predictor=predictor, head=head), meta
+
+
+def calibration_offset(path: str | Path) -> float:
+    """The decision-threshold offset folded into ``head.fg_out.bias`` (metadata ``calibration``), 0 if none."""
     import json
 
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     with safe_open(str(path), framework="pt") as handle:
-        metadata = dict(handle.metadata() or {})
-    pi3_config = json.loads(metadata["pi3_config"]) if "pi3_config" in metadata else None
-    head_config = json.loads(metadata["head_config"]) if "head_config" in metadata else None
-    model = DefaultGMOS(pi3_config=pi3_config, head_config=head_config)
-    state = load_file(str(path))
-    model.pi3.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("pi3.")})
-    model.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
-    load_sam2_image_state_dict(model.sam2, {k[len("sam2_image_encoder."):]: v for k, v in state.items()
-                                            if k.startswith("sam2_image_encoder.")})
-    return model, metadata
+        record = (handle.metadata() or {}).get("calibration")
+    return float(json.loads(record)["head.fg_out.bias offset"]) if record else 0.0

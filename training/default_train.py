@@ -27,7 +27,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -103,40 +103,6 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------------------------- samples
-def window_sample(clip, rng: np.random.Generator, cfg: TrainConfig, pi3_hw, sam_size: int):
-    """One training sample from a clip: (pi3 (N,3,H,W) uint8 — the engine's Lanczos resize, divided by 255 on
-    the training device, 4x less to move between processes —, sam (3,S,S) float, target (S/4,S/4) float)."""
-    import torch
-    import torch.nn.functional as F
-
-    from gmos_core.preprocess import pi3_resize, sam2_image_tensor
-
-    t_len = clip.frames.shape[0]
-    strides = [s for s in cfg.strides if (DM.WINDOW_SIZE - 1) * s < t_len]
-    stride = int(rng.choice(strides))
-    span = (DM.WINDOW_SIZE - 1) * stride
-    start = int(rng.integers(0, t_len - span))
-    idx = [start + i * stride for i in range(DM.WINDOW_SIZE)]
-    if rng.random() < 0.5:  # time reversal keeps which objects move
-        idx = idx[::-1]
-    anchor = idx[DM.WINDOW_SIZE // 2]
-    frames = clip.frames[idx]
-    target = clip.moving_mask(anchor).astype(np.float32)
-    if rng.random() < 0.5:
-        frames = frames[:, :, ::-1]
-        target = target[:, ::-1]
-    frames = np.ascontiguousarray(frames)
-    # photometric jitter shared by the window (a camera's gain / white balance)
-    gain = rng.uniform(0.75, 1.25, size=3) * rng.uniform(0.85, 1.15)
-    frames = np.clip(frames.astype(np.float32) * gain, 0, 255).astype(np.uint8)
-    pi3 = torch.from_numpy(np.stack([pi3_resize(f, pi3_hw) for f in frames])).permute(0, 3, 1, 2).contiguous()
-    sam = sam2_image_tensor(frames[DM.WINDOW_SIZE // 2], sam_size)
-    out = sam_size // 4
-    tgt = torch.from_numpy(np.ascontiguousarray(target))[None, None]
-    tgt = F.interpolate(tgt, size=(out, out), mode="area")[0, 0]
-    return pi3, sam, tgt
-
-
 # ---------------------------------------------------------------------------------------------- loss
 def losses(out: dict, target, cfg: TrainConfig):
     """BCE with positive weight + soft Dice over the whole batch, + MSE of the IoU head.
@@ -219,19 +185,16 @@ def _one_thread(_worker_id: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- validation
-def validate_and_calibrate(model, cfg: TrainConfig, device, pi3_hw, amp: bool) -> dict | None:
-    """Score the model on ``val_clips`` validation clips (seeds 950000+, one third each normal / static-camera /
-    static-only; 4 windows per clip at stride 3) and pick the decision-threshold offset of
-    ``training.default_calibrate`` (the same score). Returns the calibration record, or None when val_clips is 0."""
+def validation_windows(model, cfg: TrainConfig, device, pi3_hw, amp: bool = False) -> list:
+    """The model's fg logits on ``val_clips`` validation clips (seeds 950000+, one third each normal /
+    static-camera / static-only; 4 windows per clip at stride 3, unaugmented): [(kind, logits, target bool)]."""
     import torch
 
     from training.default_bank import ClipBank, prepare_clip
-    from training.default_calibrate import OFFSETS, VAL_SEED, score
+    from training.default_calibrate import VAL_SEED
     from training.default_data import Clip, synthetic_config
     from training.synthetic import render_sequence, sample_scene
 
-    if cfg.val_clips <= 0:
-        return None
     kinds = ("normal", "static_camera", "static_scene")
     scfg = synthetic_config(cfg)
     clips, clip_kinds = [], []
@@ -247,6 +210,7 @@ def validate_and_calibrate(model, cfg: TrainConfig, device, pi3_hw, amp: bool) -
     span = (DM.WINDOW_SIZE - 1) * stride
     starts = np.linspace(0, bank.frames - 1 - span, 4).astype(int).tolist()
     windows = []
+    was_training = model.training
     model.eval()
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
         for c in range(bank.size):
@@ -254,9 +218,19 @@ def validate_and_calibrate(model, cfg: TrainConfig, device, pi3_hw, amp: bool) -
             logits = model(pi3, sam)["fg_mask"][:, 0].float().cpu().numpy()
             for logit, target in zip(logits, tgt.cpu().numpy()):
                 windows.append((clip_kinds[c], logit, target > 0.5))
-    model.train()
-    table = [score(windows, off) for off in OFFSETS]
-    best = max(table, key=lambda r: (r["score"], -abs(r["offset"])))
+    model.train(was_training)
+    return windows
+
+
+def validate_and_calibrate(model, cfg: TrainConfig, device, pi3_hw, amp: bool) -> dict | None:
+    """Score the model on the validation windows and pick the decision-threshold offset of
+    ``training.default_calibrate`` (the same score). Returns the calibration record, or None when val_clips is 0."""
+    from training.default_calibrate import VAL_SEED, choose_offset
+
+    if cfg.val_clips <= 0:
+        return None
+    windows = validation_windows(model, cfg, device, pi3_hw, amp)
+    best, table = choose_offset(windows)
     at_zero = next(r for r in table if r["offset"] == 0.0)
     print(f"validation ({cfg.val_clips} clips, {len(windows)} windows): offset 0: score {at_zero['score']:.3f} "
           f"fg IoU {at_zero['fg_iou']:.3f} static flagged {at_zero['static_flagged']:.3f}; chosen offset "
@@ -270,17 +244,21 @@ def validate_and_calibrate(model, cfg: TrainConfig, device, pi3_hw, amp: bool) -
 def init_weights(model, path: str, pi3_config: dict, head_config: dict) -> None:
     """Load a default-model file into ``model`` (same sizes required), undoing its calibration offset so that
     training continues from the raw logits."""
-    source, metadata = DM.load_checkpoint(path)
-    sizes = {"pi3_config": (json.loads(metadata.get("pi3_config", "{}")), pi3_config),
-             "head_config": (json.loads(metadata.get("head_config", "{}")), head_config)}
-    for name, (theirs, ours) in sizes.items():
+    from gmos_core.weights.metadata import read_checkpoint
+
+    meta, parts = read_checkpoint(path)
+    if meta is None or set(parts) != {"pi3", "sam2_image_encoder", "head"}:
+        raise ValueError(f"--init-from {path}: expected a default-model file (GMOS metadata, components pi3, "
+                         f"sam2_image_encoder, head), got components {sorted(parts)}")
+    for name, theirs, ours in (("pi3_config", meta.pi3_config, pi3_config),
+                               ("head_config", meta.head_config, head_config)):
         if theirs != ours:
             raise ValueError(f"--init-from {path}: its {name} {theirs} differs from the config's {ours}; expected a "
                              "file of the same sizes")
-    state = source.state_dict()
-    calibration = json.loads(metadata.get("calibration", "{}"))
-    state["head.fg_out.bias"] = state["head.fg_out.bias"] - float(calibration.get("head.fg_out.bias offset", 0.0))
-    model.load_state_dict(state)
+    parts["head"]["fg_out.bias"] = parts["head"]["fg_out.bias"] - DM.calibration_offset(path)
+    model.pi3.load_state_dict(parts["pi3"])
+    model.head.load_state_dict(parts["head"])
+    DM.load_sam2_image_state_dict(model.sam2, parts["sam2_image_encoder"])
 
 
 # ---------------------------------------------------------------------------------------------- main

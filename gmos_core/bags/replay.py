@@ -294,7 +294,8 @@ class MotionTimeline:
         grid, tracks = self.matrix()
         stamps = np.frombuffer(self._stamps, np.int64) if len(self._stamps) else np.zeros(0, np.int64)
         times = (stamps.astype(np.float64) - (stamps[0] if len(stamps) else 0)) / 1e9
-        fig, ax = plt.subplots(figsize=(10, 1.5 + 0.28 * max(1, len(tracks))), dpi=100)
+        height_in = 1.5 + 0.28 * max(1, len(tracks))
+        fig, ax = plt.subplots(figsize=(10, height_in), dpi=100)
         colours = ["#ffffff", "#bdbdbd", "#3b75af", "#d62728"]  # absent, unknown, static, moving
         if len(tracks) and len(times):
             extent = (times[0], times[-1] if len(times) > 1 else times[0] + 1e-3, len(tracks) - 0.5, -0.5)
@@ -317,7 +318,7 @@ class MotionTimeline:
                  for w in textwrap.wrap(line, 120) or [""]]
         ax.set_title("\n".join(lines), fontsize=9, loc="left")
         ax.legend(handles=[Patch(color=c, label=n) for c, n in zip(colours[1:], ("unknown", "static", "moving"))],
-                  loc="upper right", bbox_to_anchor=(1.0, -0.04 * 6 / (1.5 + 0.28 * max(1, len(tracks)))),
+                  loc="upper right", bbox_to_anchor=(1.0, -0.24 / height_in),
                   fontsize=7, ncol=3, frameon=False)
         fig.tight_layout()
         fig.savefig(path)

@@ -145,6 +145,19 @@ def load_sam2_image_encoder(predictor, state: dict, source: str) -> None:
     predictor.load_state_dict(state, strict=False)
 
 
+def _build_pi3_and_head(meta: CheckpointMetadata, path: Path):
+    """(Pi3Encoder, GMOSS | GMOSProposer) of the sizes in the metadata, untrained."""
+    from gmos_core import models as M
+
+    try:
+        pi3 = M.Pi3Encoder(**meta.pi3_config)
+        head_cls = M.GMOSS if meta.variant == "gmos_s" else M.GMOSProposer
+        return pi3, head_cls(**meta.head_config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointFormatError(f"{path}: pi3_config/head_config do not build the models ({exc}); expected "
+                                    f"Pi3Encoder and {meta.variant} head constructor arguments") from exc
+
+
 def build_gmos_format_models(path: str | os.PathLike, device: str = "cpu"):
     """Build and load the three parts of a GMOS-format checkpoint.
 
@@ -155,13 +168,7 @@ def build_gmos_format_models(path: str | os.PathLike, device: str = "cpu"):
 
     path = Path(path)
     meta = whole_model_metadata(path)
-    try:
-        pi3 = M.Pi3Encoder(**meta.pi3_config)
-        head_cls = M.GMOSS if meta.variant == "gmos_s" else M.GMOSProposer
-        head = head_cls(**meta.head_config)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointFormatError(f"{path}: pi3_config/head_config do not build the models ({exc}); expected "
-                                    f"Pi3Encoder and {meta.variant} head constructor arguments") from exc
+    pi3, head = _build_pi3_and_head(meta, path)
     predictor = M.build_sam2_predictor(resolve_sam2_config(meta.sam2_config, path), None, device="cpu")
     if int(predictor.image_size) != meta.sam2_image_size:
         raise CheckpointFormatError(f"{path}: metadata sam2_image_size={meta.sam2_image_size} but its sam2_config "
@@ -191,13 +198,7 @@ def build_head_only_models(path: str | os.PathLike, pi3_weights: str, sam2_check
     if meta is None:
         raise CheckpointFormatError(f"{path}: expected a GMOS-format checkpoint holding only the head "
                                     f"(metadata components='head')")
-    try:
-        pi3 = M.Pi3Encoder(**meta.pi3_config)
-        head_cls = M.GMOSS if meta.variant == "gmos_s" else M.GMOSProposer
-        head = head_cls(**meta.head_config)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointFormatError(f"{path}: pi3_config/head_config do not build the models ({exc}); expected "
-                                    f"Pi3Encoder and {meta.variant} head constructor arguments") from exc
+    pi3, head = _build_pi3_and_head(meta, path)
     _, parts = read_checkpoint(path)
     load_into(head, parts["head"], source=f"{path} [head]")
     load_pi3_encoder(pi3, pi3_weights, allow_unsafe_pickle=allow_unsafe_pickle)

@@ -41,6 +41,11 @@ SAM2_CONFIG_PATH = Path(__file__).resolve().parents[1] / "gmos_core" / "configs"
 PI3_CONFIG = dict(enc_embed_dim=96, enc_depth=4, enc_num_heads=6, img_size=224,
                   dec_embed_dim=96, dec_depth=6, dec_num_heads=6)
 HEAD_CONFIG = dict(embed_dim=64, encoder_depth=2, num_heads=4, pi3_dim=96, sam_dim=64, mlp_dim=128)
+# The instance variant (``variant: proposer`` in a training config): the GMOSProposer head at the same width, with
+# 10 object queries (the generator has at most 3 moving objects per clip). Experimental: not the shipped file.
+PROPOSER_HEAD_CONFIG = dict(embed_dim=64, encoder_depth=2, decoder_depth=2, num_heads=4, num_obj_tokens=10,
+                            pi3_dim=96, sam_dim=64, mlp_dim=128)
+VARIANTS = ("gmos_s", "proposer")
 
 
 def build_pi3(config: dict | None = None):
@@ -49,10 +54,18 @@ def build_pi3(config: dict | None = None):
     return Pi3Encoder(**(config or PI3_CONFIG))
 
 
-def build_head(config: dict | None = None):
-    from gmos_core.models.gmos_s import GMOSS
+def default_head_config(variant: str = VARIANT) -> dict:
+    if variant not in VARIANTS:
+        raise ValueError(f"default-model variant {variant!r}: expected one of {VARIANTS}")
+    return dict(HEAD_CONFIG if variant == "gmos_s" else PROPOSER_HEAD_CONFIG)
 
-    return GMOSS(**(config or HEAD_CONFIG))
+
+def build_head(config: dict | None = None, variant: str = VARIANT):
+    from gmos_core.models.gmos_s import GMOSS
+    from gmos_core.models.proposer import GMOSProposer
+
+    cls = GMOSS if variant == "gmos_s" else GMOSProposer
+    return cls(**(config or default_head_config(variant)))
 
 
 def build_sam2(config_path: str | Path = SAM2_CONFIG_PATH, device: str = "cpu"):
@@ -69,18 +82,21 @@ def load_sam2_image_state_dict(predictor, state: dict[str, torch.Tensor]) -> Non
 
 
 class DefaultGMOS(nn.Module):
-    """Pi3 + SAM 2 image encoder + GMOS-S, differentiable end to end (training view).
+    """Pi3 + SAM 2 image encoder + a GMOS head (GMOS-S, or the proposer with ``variant="proposer"``),
+    differentiable end to end (training view).
 
     forward(pi3_imgs (B,N,3,Hp,Wp) in [0,1], sam_imgs (B,3,S,S) SAM-normalised of the anchor frame)
-    -> GMOS-S outputs for the anchor frame ({fg_mask (B,1,S/4,S/4) logits, iou_pred, conf_pred}).
+    -> the head's outputs for the anchor frame (GMOS-S: {fg_mask (B,1,S/4,S/4) logits, iou_pred, conf_pred};
+    proposer: {mask (B,Q,S/4,S/4) logits, motion_logits, iou_pred, conf_pred}).
     """
 
     def __init__(self, pi3=None, predictor=None, head=None, anchor: str = ANCHOR,
-                 pi3_config: dict | None = None, head_config: dict | None = None) -> None:
+                 pi3_config: dict | None = None, head_config: dict | None = None, variant: str = VARIANT) -> None:
         super().__init__()
         self.pi3 = pi3 if pi3 is not None else build_pi3(pi3_config)
         self.sam2 = predictor if predictor is not None else build_sam2()
-        self.head = head if head is not None else build_head(head_config)
+        self.head = head if head is not None else build_head(head_config, variant)
+        self.variant = "proposer" if hasattr(self.head, "obj_token") else "gmos_s"
         self.anchor = anchor
         for name, p in self.sam2.named_parameters():
             p.requires_grad_(name.startswith(SAM2_IMAGE_KEY_PREFIXES))

@@ -17,6 +17,13 @@ Data (``training/default_bank.py``): rendered clips (``training/default_data.py`
 reversal, mirror, colour gain) of one clip, target = union of the objects moving at the anchor (centre) frame.
 Loss: BCE (positive weight) + batch soft Dice on the 64x64 fg logits, + MSE of the IoU head. The logged
 train_fg_iou is the IoU (prob > 0.5) over the samples that have a moving object.
+
+``variant: proposer`` (experimental; ``training/configs/default_proposer.yaml``) trains the instance variant: the
+GMOSProposer head (object queries, one mask + motion state each) with the paper's proposer loss
+(``training.losses.proposer_loss``: Hungarian matching, focal + Dice, motion BCE, IoU, confidence) on per-object
+targets of the anchor frame. Its logged train_matched_iou is the mean IoU of the matched queries. Its end-of-run
+validation scores the union of its moving queries' masks like GMOS-S's fg map (no calibration: the offset is a
+GMOS-S bias), and ``--init-from`` a GMOS-S file starts it from that file's Pi3 and SAM 2 weights (head fresh).
 """
 from __future__ import annotations
 
@@ -59,7 +66,11 @@ class TrainConfig:
     strides: tuple = (1, 2, 3, 4)
     static_clip_fraction: float = 0.2
     static_camera_fraction: float = 0.25
-    # model sizes (None: the shipped ones of training/default_model.py); written into the file's metadata
+    # model: head variant (gmos_s | proposer) and sizes (None: those of training/default_model.py); written into
+    # the file's metadata, with ``name`` (None: training/default_model.py's NAME)
+    variant: str = DM.VARIANT
+    name: str | None = None
+    max_objects: int = 4  # proposer: instance targets per frame (the generator's ids 1..4; it moves at most 3)
     pixel_limit: int = DM.PIXEL_LIMIT
     pi3_config: dict | None = None
     head_config: dict | None = None
@@ -95,11 +106,19 @@ class TrainConfig:
                              f"{max(cfg.strides)}")
         if cfg.val_clips < 0:
             raise ValueError(f"{path}: val_clips must be >= 0, got {cfg.val_clips}")
+        if cfg.variant not in DM.VARIANTS:
+            raise ValueError(f"{path}: variant {cfg.variant!r}; expected one of {list(DM.VARIANTS)}")
+        if cfg.variant == "proposer" and int(cfg.max_objects) < 1:
+            raise ValueError(f"{path}: max_objects must be >= 1 for the proposer, got {cfg.max_objects}")
         return cfg
 
     def model_sizes(self) -> tuple[int, dict, dict]:
         return (int(self.pixel_limit), dict(self.pi3_config or DM.PI3_CONFIG),
-                dict(self.head_config or DM.HEAD_CONFIG))
+                dict(self.head_config or DM.default_head_config(self.variant)))
+
+    @property
+    def model_name(self) -> str:
+        return self.name or DM.NAME
 
 
 # ---------------------------------------------------------------------------------------------- samples
@@ -136,6 +155,25 @@ def losses(out: dict, target, cfg: TrainConfig):
     return total, {"bce": bce.detach(), "dice": dice.detach(), "iou_mse": iou_loss.detach(), "iou": fg_iou}
 
 
+def proposer_losses(out: dict, inst: dict):
+    """The paper's proposer loss (training.losses.proposer_loss) on the bank's instance targets, with the terms
+    named for the log: mask, motion, iou_mse and iou (the mean IoU of the matched queries, 0 when nothing matched)."""
+    import torch
+
+    from training.losses import proposer_loss
+
+    total, terms = proposer_loss(out, inst)
+    matched = terms["matched_iou"]
+    return total, {"mask": terms["mask"], "motion": terms["motion"], "iou_mse": terms["iou"],
+                   "iou": torch.nan_to_num(matched, nan=0.0)}
+
+
+# per variant: the loss terms logged, and their train_log.csv column names
+LOG_TERMS = {"gmos_s": (("bce", "bce"), ("dice", "dice"), ("iou_mse", "iou_mse"), ("iou", "train_fg_iou")),
+             "proposer": (("mask", "mask"), ("motion", "motion"), ("iou_mse", "iou_mse"),
+                          ("iou", "train_matched_iou"))}
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     # warm-up is at most a tenth of the run: a run fitted to a short time budget (a few hundred steps on a CPU)
     # would otherwise spend all of it warming up (the shipped GPU run: 3012 steps, warm-up 300 either way)
@@ -157,10 +195,10 @@ def export(model, path: str | os.PathLike, training_command: str, cfg: TrainConf
 
     pixel_limit, pi3_config, head_config = cfg.model_sizes()
     meta = CheckpointMetadata(
-        variant=DM.VARIANT, anchor=DM.ANCHOR, window_size=DM.WINDOW_SIZE, window_seconds=DM.WINDOW_SECONDS,
+        variant=cfg.variant, anchor=DM.ANCHOR, window_size=DM.WINDOW_SIZE, window_seconds=DM.WINDOW_SECONDS,
         pi3_config=pi3_config, head_config=head_config, sam2_config=DM.SAM2_CONFIG_NAME,
         sam2_image_size=DM.SAM2_IMAGE_SIZE, pixel_limit=pixel_limit,
-        components=("pi3", "sam2_image_encoder", "head"), name=DM.NAME,
+        components=("pi3", "sam2_image_encoder", "head"), name=cfg.model_name,
         trained_on="synthetic data only (procedural layered scenes of training/synthetic.py)",
         training_command=training_command)
     strings = meta.to_strings()
@@ -170,7 +208,7 @@ def export(model, path: str | os.PathLike, training_command: str, cfg: TrainConf
     for component, sd in model.component_state_dicts().items():
         for k, v in sd.items():
             tensors[f"{component}.{k}"] = v.detach().float().cpu().contiguous()
-    if calibration is not None:  # the decision-threshold offset, folded into the output bias
+    if calibration is not None and cfg.variant == "gmos_s":  # the decision-threshold offset, folded into the bias
         tensors["head.fg_out.bias"] = tensors["head.fg_out.bias"] + float(calibration["head.fg_out.bias offset"])
         strings["calibration"] = json.dumps(calibration, sort_keys=True)
     tmp = str(path) + ".tmp"
@@ -185,6 +223,19 @@ def _one_thread(_worker_id: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- validation
+def moving_logits(out: dict):
+    """(B, h, w) logits of "moving" from either head: GMOS-S's fg map, or for the proposer the per-pixel max over
+    the queries whose motion probability is above 0.5 (what the engine keeps: masks where the logit > 0, moving
+    where the query's motion is), -20 where no query moves."""
+    import torch
+
+    if "fg_mask" in out:
+        return out["fg_mask"][:, 0]
+    moving = torch.sigmoid(out["motion_logits"][..., 0]) > 0.5  # (B, Q)
+    masked = torch.where(moving[..., None, None], out["mask"], torch.full_like(out["mask"], -20.0))
+    return masked.amax(dim=1)
+
+
 def validation_windows(model, cfg: TrainConfig, device, pi3_hw, amp: bool = False) -> list:
     """The model's fg logits on ``val_clips`` validation clips (seeds 950000+, one third each normal /
     static-camera / static-only; 4 windows per clip at stride 3, unaugmented): [(kind, logits, target bool)]."""
@@ -215,7 +266,7 @@ def validation_windows(model, cfg: TrainConfig, device, pi3_hw, amp: bool = Fals
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
         for c in range(bank.size):
             pi3, sam, tgt = bank.windows(c, starts, stride)
-            logits = model(pi3, sam)["fg_mask"][:, 0].float().cpu().numpy()
+            logits = moving_logits(model(pi3, sam)).float().cpu().numpy()
             for logit, target in zip(logits, tgt.cpu().numpy()):
                 windows.append((clip_kinds[c], logit, target > 0.5))
     model.train(was_training)
@@ -232,6 +283,13 @@ def validate_and_calibrate(model, cfg: TrainConfig, device, pi3_hw, amp: bool) -
     windows = validation_windows(model, cfg, device, pi3_hw, amp)
     best, table = choose_offset(windows)
     at_zero = next(r for r in table if r["offset"] == 0.0)
+    if cfg.variant != "gmos_s":  # the offset is folded into GMOS-S's output bias; the proposer has none
+        print(f"validation ({cfg.val_clips} clips, {len(windows)} windows): score {at_zero['score']:.3f} "
+              f"fg IoU {at_zero['fg_iou']:.3f} static flagged {at_zero['static_flagged']:.3f} (moving queries' "
+              f"union; not calibrated)", flush=True)
+        return {"head.fg_out.bias offset": 0.0, "validation": at_zero, "validation_at_offset_0": at_zero,
+                "command": f"validation at the end of training.default_train ({cfg.val_clips} clips, seeds "
+                           f"{VAL_SEED}+; proposer: not calibrated)"}
     print(f"validation ({cfg.val_clips} clips, {len(windows)} windows): offset 0: score {at_zero['score']:.3f} "
           f"fg IoU {at_zero['fg_iou']:.3f} static flagged {at_zero['static_flagged']:.3f}; chosen offset "
           f"{best['offset']:+.1f}: score {best['score']:.3f} fg IoU {best['fg_iou']:.3f} static flagged "
@@ -241,24 +299,32 @@ def validate_and_calibrate(model, cfg: TrainConfig, device, pi3_hw, amp: bool) -
                        f"{VAL_SEED}+)"}
 
 
-def init_weights(model, path: str, pi3_config: dict, head_config: dict) -> None:
+def init_weights(model, path: str, pi3_config: dict, head_config: dict, variant: str = DM.VARIANT) -> bool:
     """Load a default-model file into ``model`` (same sizes required), undoing its calibration offset so that
-    training continues from the raw logits."""
+    training continues from the raw logits. A file of the other head variant (a GMOS-S file for a proposer run)
+    gives only its Pi3 and SAM 2 weights (backbone transfer) and the head starts fresh. Returns whether the head
+    was loaded."""
     from gmos_core.weights.metadata import read_checkpoint
 
     meta, parts = read_checkpoint(path)
     if meta is None or set(parts) != {"pi3", "sam2_image_encoder", "head"}:
         raise ValueError(f"--init-from {path}: expected a default-model file (GMOS metadata, components pi3, "
                          f"sam2_image_encoder, head), got components {sorted(parts)}")
-    for name, theirs, ours in (("pi3_config", meta.pi3_config, pi3_config),
-                               ("head_config", meta.head_config, head_config)):
+    same_head = meta.variant == variant
+    checks = [("pi3_config", meta.pi3_config, pi3_config)]
+    if same_head:
+        checks.append(("head_config", meta.head_config, head_config))
+    for name, theirs, ours in checks:
         if theirs != ours:
             raise ValueError(f"--init-from {path}: its {name} {theirs} differs from the config's {ours}; expected a "
                              "file of the same sizes")
-    parts["head"]["fg_out.bias"] = parts["head"]["fg_out.bias"] - DM.calibration_offset(path)
     model.pi3.load_state_dict(parts["pi3"])
-    model.head.load_state_dict(parts["head"])
     DM.load_sam2_image_state_dict(model.sam2, parts["sam2_image_encoder"])
+    if same_head:
+        if variant == "gmos_s":
+            parts["head"]["fg_out.bias"] = parts["head"]["fg_out.bias"] - DM.calibration_offset(path)
+        model.head.load_state_dict(parts["head"])
+    return same_head
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -306,14 +372,16 @@ def main(argv=None) -> int:
 
     torch.manual_seed(cfg.seed)
     pixel_limit, pi3_config, head_config = cfg.model_sizes()
-    model = DM.DefaultGMOS(pi3_config=pi3_config, head_config=head_config).to(device)
+    model = DM.DefaultGMOS(pi3_config=pi3_config, head_config=head_config, variant=cfg.variant).to(device)
+    instances = cfg.variant == "proposer"
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = 0
     state_path = out_dir / "state.pt"
     if args.init_from and not (args.resume and state_path.exists()):
-        init_weights(model, args.init_from, pi3_config, head_config)
-        print(f"initialised from {args.init_from}", flush=True)
+        with_head = init_weights(model, args.init_from, pi3_config, head_config, cfg.variant)
+        print(f"initialised from {args.init_from}" + ("" if with_head else " (Pi3 + SAM 2 only; the head starts "
+                                                      f"fresh: the file has another head variant)"), flush=True)
     if args.resume and state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
@@ -324,7 +392,7 @@ def main(argv=None) -> int:
     per_step = cfg.refresh_clips / cfg.refresh_every  # new scenes per optimiser step
     # a resumed run draws scenes after those the first part used (it is not bit-identical to an uninterrupted run)
     first_index = 0 if step == 0 else cfg.pool_clips + int(step * per_step)
-    source = ClipSource(cfg, pi3_hw, DM.SAM2_IMAGE_SIZE, first_index)
+    source = ClipSource(cfg, pi3_hw, DM.SAM2_IMAGE_SIZE, first_index, cfg.max_objects if instances else 0)
     t0 = time.perf_counter()
     if args.workers > 0:
         clips = iter(tud.DataLoader(source, batch_size=None, num_workers=args.workers, prefetch_factor=8,
@@ -341,7 +409,8 @@ def main(argv=None) -> int:
     log_file = open(log_path, "w" if new_log else "a", newline="")
     log = csv.writer(log_file)
     if new_log:
-        log.writerow(["step", "wall_s", "lr", "loss", "bce", "dice", "iou_mse", "train_fg_iou", "samples_per_s"])
+        log.writerow(["step", "wall_s", "lr", "loss"] + [column for _, column in LOG_TERMS[cfg.variant]]
+                     + ["samples_per_s"])
     model.train()
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -360,13 +429,13 @@ def main(argv=None) -> int:
         while owed >= 1.0:  # new scenes replace random ones
             bank.replace(bank.random_slot(), next(clips))
             owed -= 1.0
-        pi3, sam, tgt = bank.batch(cfg.batch_size)
+        pi3, sam, tgt, *inst = bank.batch(cfg.batch_size, instances=instances)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
             out = model(pi3, sam)
         out = {k: v.float() for k, v in out.items()}
-        loss, parts = losses(out, tgt, cfg)
+        loss, parts = proposer_losses(out, inst[0]) if instances else losses(out, tgt, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -392,12 +461,12 @@ def main(argv=None) -> int:
         if step % cfg.log_every == 0 or step == cfg.steps:
             now = time.perf_counter()
             m = {k: float(v) / acc_n for k, v in acc.items()}
-            log.writerow([step, f"{now - start_wall:.1f}", f"{lr_at(step - 1, cfg):.2e}", f"{m['loss']:.4f}",
-                          f"{m['bce']:.4f}", f"{m['dice']:.4f}", f"{m['iou_mse']:.4f}", f"{m['iou']:.3f}",
-                          f"{acc_n * cfg.batch_size / (now - t_log):.1f}"])
+            log.writerow([step, f"{now - start_wall:.1f}", f"{lr_at(step - 1, cfg):.2e}", f"{m['loss']:.4f}"]
+                         + [f"{m[term]:.4f}" for term, _ in LOG_TERMS[cfg.variant]]
+                         + [f"{acc_n * cfg.batch_size / (now - t_log):.1f}"])
             log_file.flush()
-            print(f"step {step}/{cfg.steps} loss {m['loss']:.4f} dice {m['dice']:.3f} iou {m['iou']:.3f} "
-                  f"({now - start_wall:.0f}s)", flush=True)
+            shown = " ".join(f"{column} {m[term]:.3f}" for term, column in LOG_TERMS[cfg.variant])
+            print(f"step {step}/{cfg.steps} loss {m['loss']:.4f} {shown} ({now - start_wall:.0f}s)", flush=True)
             acc, acc_n, t_log = {}, 0, now
         done = step == cfg.steps
         over_time = args.max_minutes is not None and time.perf_counter() - start_wall > 60 * args.max_minutes

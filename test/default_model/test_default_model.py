@@ -191,3 +191,51 @@ def test_warm_up_is_at_most_a_tenth_of_the_run():
     assert lr_at(299, short) == pytest.approx(0.05e-3, rel=0.05)  # and the cosine reaches its floor at the end
     long = TrainConfig(steps=3012, warmup_steps=300, lr=1e-3)
     assert lr_at(149, long) == pytest.approx(0.5e-3)        # the shipped run's schedule is unchanged
+
+
+def test_proposer_variant_trains_from_the_shipped_backbone_and_runs_in_the_engine(tmp_path):
+    """variant: proposer end to end in seconds: --init-from the shipped GMOS-S file gives its Pi3 + SAM 2 weights
+    (head fresh), the proposer loss trains, the file says variant proposer, and the engine runs it with the IoU
+    tracker (instance labels) through the same default path a user's --head-weights FILE takes."""
+    import torch
+    from safetensors import safe_open
+
+    from gmos_core.engine import EngineConfig, StreamingEngine
+    from gmos_core.engine.models import WeightPaths, build_engine_models
+    from gmos_core.weights.metadata import read_checkpoint_metadata
+    from training.default_train import main
+
+    cfg = tmp_path / "proposer.yaml"
+    cfg.write_text("variant: proposer\nname: smoke-proposer\nsteps: 2\nbatch_size: 2\npool_clips: 2\n"
+                   "refresh_every: 1\nrefresh_clips: 1\nclip_frames: 9\nrender_width: 128\nrender_height: 72\n"
+                   "strides: [1, 2]\nlog_every: 1\ncheckpoint_every: 1\nthreads: 1\nval_clips: 3\n")
+    out = tmp_path / "run"
+    assert main(["--config", str(cfg), "--out-dir", str(out), "--init-from", str(_weights_path())]) == 0
+    path = out / "gmos_default.safetensors"
+    info = read_checkpoint_metadata(path)
+    assert info.variant == "proposer" and info.name == "smoke-proposer"
+    assert info.head_config == DM.PROPOSER_HEAD_CONFIG
+    with (out / "train_log.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [1, 2]
+    assert all(np.isfinite(float(r["loss"])) and 0 <= float(r["train_matched_iou"]) <= 1 for r in rows)
+    with safe_open(str(path), framework="pt") as f:
+        assert "calibration" not in f.metadata()  # the GMOS-S bias offset does not apply to the proposer
+        trained_pi3 = f.get_tensor("pi3.encoder.patch_embed.proj.weight")
+    with safe_open(str(_weights_path()), framework="pt") as f:
+        shipped_pi3 = f.get_tensor("pi3.encoder.patch_embed.proj.weight")
+    # started from the shipped backbone: two small steps move it little; a fresh init would be far from it
+    assert torch.allclose(trained_pi3, shipped_pi3, atol=0.05)
+
+    config = EngineConfig(mode="gmos_online", fps=FPS, anchor=info.anchor, window_size=info.window_size,
+                          pixel_limit=info.pixel_limit, tracker="iou")
+    models = build_engine_models(config, weights=WeightPaths(head=str(path)))
+    assert models.name == "smoke-proposer"
+    engine = StreamingEngine(config, models)
+    _, frames, _ = _render(990_003, "static_camera", frames=8)
+    results = []
+    for i, rgb in enumerate(frames):
+        results.extend(engine.push(rgb, int(i * 1e9 / FPS)))
+    results.extend(engine.flush())
+    assert len(results) == len(frames)
+    assert all(r.labels.shape == frames[0].shape[:2] for r in results)

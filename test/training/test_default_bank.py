@@ -97,3 +97,49 @@ def test_a_stride_that_fits_no_window_is_refused():
     prepared = prepare_clip(_clip(), PI3_HW, SAM)
     with pytest.raises(ValueError, match=r"no stride in \[3\] fits a 5-frame window in 10-frame clips"):
         ClipBank([prepared], "cpu", window=5, strides=(3,), seed=0)  # needs 13 frames
+
+
+def _two_object_clip() -> Clip:
+    """Object 1: the band square of _clip (moving on every frame). Object 2: a square on the right half, bottom
+    rows, visible on every frame, moving on even frames only. Object 3: never visible."""
+    clip = _clip()
+    labels = clip.labels.copy()
+    labels[:, 100:116, 70:100] = 2
+    moving = np.zeros((T, 3), bool)
+    moving[:, 0] = True
+    moving[::2, 1] = True
+    moving[:, 2] = True
+    return Clip(clip.frames, labels, moving, "normal")
+
+
+def test_instance_targets_follow_the_anchor_frame_and_its_mirror():
+    """The proposer targets (training/datasets.py convention): each object visible at the anchor is a target; its
+    motion is that frame's; its mask is its own mask if it moves there, empty if not; and the masks go through the
+    same mirror as the fg target (their moving union is the fg target)."""
+    prepared = prepare_clip(_two_object_clip(), PI3_HW, SAM, max_objects=4)
+    assert prepared["instances"].shape == (T, 4, SAM // 4, SAM // 4) and prepared["moving"].shape == (T, 4)
+    bank = ClipBank([prepared], "cpu", window=5, strides=STRIDES, seed=5)
+    pi3, sam, target, inst = bank.batch(64, instances=True)
+    assert inst["masks"].shape == (64, 4, 20, 20)
+    seen_static = seen_moving = 0
+    for b in range(64):
+        anchor_band, side = _band_and_side(pi3[b, 2].mean(dim=0).numpy(), 6)
+        valid, motion, masks = inst["valid"][b], inst["motion"][b], inst["masks"][b]
+        assert valid.tolist() == [True, True, False, False]  # object 3 is never visible; slot 4 has no object
+        assert motion[0] == 1.0
+        assert motion[1] == float(anchor_band % 2 == 0), f"object 2 moves on even frames; anchor {anchor_band}"
+        seen_moving += int(motion[1] == 1)
+        seen_static += int(motion[1] == 0)
+        if motion[1] == 0:
+            assert float(masks[1].sum()) == 0.0  # a visible, static object: target with an empty mask
+        else:
+            assert float(masks[1].sum()) > 0
+        assert _band_and_side(masks[0].numpy(), 2) == (anchor_band, side)
+        union = masks.amax(dim=0)
+        assert torch.allclose(union, target[b], atol=1e-3), "instance masks and fg target disagree (mirror?)"
+    assert seen_static and seen_moving
+
+
+def test_a_bank_without_instance_targets_says_so(bank):
+    with pytest.raises(ValueError, match="max_objects > 0"):
+        bank.batch(2, instances=True)

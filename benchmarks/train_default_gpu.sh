@@ -9,7 +9,10 @@
 # /tmp/gmos_default_gpu): gmos_default.safetensors (calibrated, ready to copy to gmos_core/data/default_model/),
 # run.tar.gz (logs, validation.json, uncalibrated file), heldout.md (the table), summary.txt.
 # Env: DEVICE (default cuda), WORKERS (default 14), CONFIG (default training/configs/default.yaml),
+#      BATCH (override the config's batch size, e.g. 64 for a CPU config),
 #      HELDOUT_ARGS (extra arguments for heldout_eval.py, e.g. "--normal 4 --static-camera 1 --static-scene 1").
+# The experimental instance variant, from the shipped file's Pi3 + SAM 2 (its head starts fresh):
+#   CONFIG=training/configs/default_proposer.yaml BATCH=64 bash benchmarks/train_default_gpu.sh 8
 set -u
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 export PYTHONUNBUFFERED=1
@@ -24,7 +27,7 @@ nvidia-smi -L 2>/dev/null
 {
   echo "== training ($MIN min, ${INIT:-from scratch})"
   OMP_NUM_THREADS=1 python3 -m training.default_train --config "${CONFIG:-training/configs/default.yaml}" \
-    --out-dir "$RUN" --device "${DEVICE:-cuda}" --workers "${WORKERS:-14}" --threads 1 --time-budget-min "$MIN" $INIT \
+    --out-dir "$RUN" --device "${DEVICE:-cuda}" --workers "${WORKERS:-14}" --threads 1 --time-budget-min "$MIN" $INIT ${BATCH:+--batch-size "$BATCH"} \
     2>&1 | grep -v -i warning | grep -E "budget|initialised|validation|wrote|rror|step [0-9]*000/" 
   cp "$RUN/gmos_default.safetensors" "$OUTDIR/"
   tar -czf "$OUTDIR/run.tar.gz" -C "$RUN" --exclude state.pt .

@@ -334,6 +334,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=None, help="override the config's steps")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="override the config's batch_size (e.g. 64 on a GPU for a config written for 2 CPU cores)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: the config's; 1 is faster on a machine shared with other jobs)")
     parser.add_argument("--resume", action="store_true", help="continue from <out-dir>/state.pt")
@@ -358,6 +360,11 @@ def main(argv=None) -> int:
     cfg = TrainConfig.from_yaml(args.config)
     if args.steps is not None:
         cfg.steps = args.steps
+    if args.batch_size is not None:
+        if args.batch_size < 1:
+            print(f"error: --batch-size {args.batch_size}; expected an integer >= 1", file=sys.stderr)
+            return 2
+        cfg.batch_size = args.batch_size
     if args.threads is not None:
         cfg.threads = args.threads
     torch.set_num_threads(cfg.threads)

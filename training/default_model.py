@@ -1,4 +1,4 @@
-"""The trained default GMOS model ("gmos-default-s2"): its architecture, built from the real GMOS modules.
+"""The trained default GMOS model ("gmos-default-s3"): its architecture, built from the real GMOS modules.
 
 Same structure as the official GMOS-S pipeline, in a configuration small enough to train from scratch on
 2 CPU cores and to run in real time on them:
@@ -26,7 +26,7 @@ from torch import nn
 from gmos_core.weights.default_model import (SAM2_IMAGE_KEY_PREFIXES, load_sam2_image_encoder,
                                              sam2_image_state_dict)
 
-NAME = "gmos-default-s2"  # s1 (width 64, 3 + 4 blocks) was the first, weaker file
+NAME = "gmos-default-s3"  # s2 + CPU training (training/configs/default_cpu_continue.yaml); s1 (width 64, 3 + 4 blocks) was the first, weaker file
 VARIANT = "gmos_s"
 ANCHOR = "center"
 WINDOW_SIZE = 5

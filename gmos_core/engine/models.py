@@ -38,7 +38,7 @@ class EngineModels:
     sam2_memory_trained: whether the SAM 2 video memory holds trained weights (False for the default model,
                  whose SAM 2 checkpoint component is the image encoder only).
     pixel_limit: the Pi3 pixel budget the model was trained with (None = the official 255000).
-    name:        the model's name (GMOS-format checkpoints), e.g. "gmos-default-s2".
+    name:        the model's name (GMOS-format checkpoints), e.g. "gmos-default-s3".
     """
 
     def __init__(self, pi3, head, sam_features, *, mode: str, anchor: str = "center", window_size: int = 5,

@@ -42,7 +42,7 @@ def trained_on_phrase(meta: CheckpointMetadata) -> str:
 
 def describe_checkpoint(meta: CheckpointMetadata, path: Path) -> str:
     """How outputs name a GMOS-format model: its name and what it was trained on, e.g.
-    'gmos-default-s2 (trained on synthetic data only; GMOS-S head, center-anchored 5-frame window)'."""
+    'gmos-default-s3 (trained on synthetic data only; GMOS-S head, center-anchored 5-frame window)'."""
     head = "GMOS-S head" if meta.variant == "gmos_s" else "GMOS proposer head"
     return (f"{meta.name or Path(path).stem} ({trained_on_phrase(meta)}; {head}, {meta.anchor}-anchored "
             f"{meta.window_size}-frame window)")

@@ -4,7 +4,7 @@ A trained checkpoint is a safetensors file whose ``metadata`` (all values string
 and how the model must be run::
 
     gmos_format      "1"
-    name             e.g. "gmos-default-s2"
+    name             e.g. "gmos-default-s3"
     variant          "gmos_s" | "proposer"
     anchor           "center" | "end"     where the segmented frame sits in its window
     window_size      e.g. "5"             frames per window

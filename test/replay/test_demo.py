@@ -35,7 +35,7 @@ def test_demo_without_model_flags_shows_geometric_then_the_default_model_beside_
     assert "UNTRAINED" not in out
     first, second = out.index("=== geometric: "), out.index("=== gmos_online: ")
     assert first < second  # the better one is shown first
-    assert "gmos-default-s2" in out[second:]  # the trained model is named
+    assert "gmos-default-s3" in out[second:]  # the trained model is named
     run_dir = next((tmp_path / "demo").iterdir())
     inputs = read_bag(run_dir / "input_bag")["/camera/image_raw"]
     for label in ("geometric", "gmos_online"):

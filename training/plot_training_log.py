@@ -25,7 +25,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.log}: no rows; expected the train_log.csv of a training run")
     step = [int(r["step"]) for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    proposer = "train_matched_iou" in rows[0]  # the instance variant logs other loss terms
+    proposer = "train_moving_iou" in rows[0]  # the instance variant logs other loss terms
     a.plot(step, [float(r["loss"]) for r in rows], label="total")
     for column, label in ((("mask", "mask (focal + Dice)"), ("motion", "motion BCE")) if proposer else
                           (("bce", "BCE"), ("dice", "Dice"))):
@@ -33,11 +33,11 @@ def main(argv=None) -> int:
     a.set_xlabel("step")
     a.set_title("training loss")
     a.legend()
-    iou_column = "train_matched_iou" if proposer else "train_fg_iou"
+    iou_column = "train_moving_iou" if proposer else "train_fg_iou"
     b.plot(step, [float(r[iou_column]) for r in rows], color="tab:green")
     b.set_xlabel("step")
     b.set_ylim(0, 1)
-    b.set_title("train IoU of matched queries" if proposer else "train IoU (windows with a moving object)")
+    b.set_title("train IoU of the queries matched to moving objects" if proposer else "train IoU (windows with a moving object)")
     fig.suptitle(args.title)
     fig.tight_layout()
     fig.savefig(args.out, dpi=100)

@@ -207,7 +207,8 @@ def test_proposer_variant_trains_from_the_shipped_backbone_and_runs_in_the_engin
     from training.default_train import main
 
     cfg = tmp_path / "proposer.yaml"
-    cfg.write_text("variant: proposer\nname: smoke-proposer\nsteps: 2\nbatch_size: 2\npool_clips: 2\n"
+    cfg.write_text("variant: proposer\nname: smoke-proposer\nproposer_dice_weight: 1.0\nsteps: 2\nbatch_size: 2\n"
+                   "pool_clips: 2\n"
                    "refresh_every: 1\nrefresh_clips: 1\nclip_frames: 9\nrender_width: 128\nrender_height: 72\n"
                    "strides: [1, 2]\nlog_every: 1\ncheckpoint_every: 1\nthreads: 1\nval_clips: 3\n")
     out = tmp_path / "run"
@@ -219,7 +220,7 @@ def test_proposer_variant_trains_from_the_shipped_backbone_and_runs_in_the_engin
     with (out / "train_log.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["step"]) for r in rows] == [1, 2]
-    assert all(np.isfinite(float(r["loss"])) and 0 <= float(r["train_matched_iou"]) <= 1 for r in rows)
+    assert all(np.isfinite(float(r["loss"])) and 0 <= float(r["train_moving_iou"]) <= 1 for r in rows)
     with safe_open(str(path), framework="pt") as f:
         assert "calibration" not in f.metadata()  # the GMOS-S bias offset does not apply to the proposer
         trained_pi3 = f.get_tensor("pi3.encoder.patch_embed.proj.weight")
@@ -240,3 +241,27 @@ def test_proposer_variant_trains_from_the_shipped_backbone_and_runs_in_the_engin
     results.extend(engine.flush())
     assert len(results) == len(frames)
     assert all(r.labels.shape == frames[0].shape[:2] for r in results)
+
+
+def test_proposer_extra_dice_counts_only_queries_matched_to_moving_objects():
+    """proposer_dice_weight adds w x batch soft Dice over the queries matched to MOVING objects: with all mask
+    logits 0 (p = 0.5) and one moving 8-pixel object it adds exactly w x (1 - (2*0.5*8 + 1)/(0.5*64 + 8 + 1));
+    with the object static (empty target) it adds nothing."""
+    import torch
+
+    from training.default_train import proposer_losses
+
+    out = {"mask": torch.zeros(1, 3, 8, 8), "motion_logits": torch.zeros(1, 3, 1), "iou_pred": torch.zeros(1, 3, 1),
+           "conf_pred": torch.ones(1, 3, 1)}
+    masks = torch.zeros(1, 2, 8, 8)
+    masks[0, 0, 0, :] = 1
+    inst = {"masks": masks, "motion": torch.tensor([[1.0, 0.0]]), "valid": torch.tensor([[True, True]])}
+    base, terms = proposer_losses(out, inst, 0.0)
+    plus, _ = proposer_losses(out, inst, 2.0)
+    expected = 2.0 * (1 - (2 * 0.5 * 8 + 1) / (0.5 * 64 + 8 + 1))
+    assert float(plus - base) == pytest.approx(expected, rel=1e-5)
+    assert float(terms["iou"]) == 0.0  # logits 0 are not > 0: the matched moving query predicts nothing
+    static = dict(inst, masks=torch.zeros(1, 2, 8, 8), motion=torch.tensor([[0.0, 0.0]]))
+    a, _ = proposer_losses(out, static, 0.0)
+    b, _ = proposer_losses(out, static, 2.0)
+    assert float(b - a) == 0.0

@@ -480,10 +480,11 @@ def main(argv=None) -> int:
                 rate = (step - budget_probe_steps[0]) / (now - probe_times[budget_probe_steps[0]])
             fit = step + int(rate * (budget_s - (now - start_wall)) * 0.98)
             fit = min(fit, requested_steps)
+            fit = max(step + 1, fit)  # at least one more step (the log shows the count applied)
             if fit != cfg.steps:
                 print(f"time budget {args.time_budget_min} min: {rate:.1f} steps/s, steps {cfg.steps} -> {fit}",
                       flush=True)
-                cfg.steps = max(step + 1, fit)
+                cfg.steps = fit
         if step % cfg.log_every == 0 or step == cfg.steps:
             now = time.perf_counter()
             m = {k: float(v) / acc_n for k, v in acc.items()}

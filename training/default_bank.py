@@ -157,14 +157,11 @@ class ClipBank:
             return pi3, sam, target, self._instance_targets(clip, anchor, mirror)
         return pi3, sam, target
 
-    def windows(self, slot: int, starts, stride: int, instances: bool = False):
+    def windows(self, slot: int, starts, stride: int):
         """Deterministic, unaugmented windows of one clip (validation): forward order, centre anchor."""
         idx = torch.tensor([[int(s) + i * int(stride) for i in range(self.window)] for s in starts],
                            device=self.device)
         anchor = idx[:, self.window // 2]
         pi3 = self.pi3[slot, idx].float().div_(255)
         sam = (self.sam[slot, anchor].float() - self.mean) / self.std
-        if instances:
-            clip = torch.full_like(anchor, int(slot))
-            return pi3, sam, self.target[slot, anchor].float(), self._instance_targets(clip, anchor)
         return pi3, sam, self.target[slot, anchor].float()

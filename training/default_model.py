@@ -96,7 +96,6 @@ class DefaultGMOS(nn.Module):
         self.pi3 = pi3 if pi3 is not None else build_pi3(pi3_config)
         self.sam2 = predictor if predictor is not None else build_sam2()
         self.head = head if head is not None else build_head(head_config, variant)
-        self.variant = "proposer" if hasattr(self.head, "obj_token") else "gmos_s"
         self.anchor = anchor
         for name, p in self.sam2.named_parameters():
             p.requires_grad_(name.startswith(SAM2_IMAGE_KEY_PREFIXES))

@@ -125,7 +125,6 @@ class TrainConfig:
         return self.name or DM.NAME
 
 
-# ---------------------------------------------------------------------------------------------- samples
 # ---------------------------------------------------------------------------------------------- loss
 def losses(out: dict, target, cfg: TrainConfig):
     """BCE with positive weight + soft Dice over the whole batch, + MSE of the IoU head.
@@ -168,8 +167,8 @@ def proposer_losses(out: dict, inst: dict, dice_weight: float = 0.0):
 
     from training.losses import assign_targets, proposer_loss
 
-    total, terms = proposer_loss(out, inst)
-    tgt_masks, tgt_motion, matched = assign_targets(out, inst["masks"], inst["motion"], inst["valid"])
+    tgt_masks, tgt_motion, matched = assignment = assign_targets(out, inst["masks"], inst["motion"], inst["valid"])
+    total, terms = proposer_loss(out, inst, assignment=assignment)
     moving = matched & (tgt_motion > 0.5)
     logits = out["mask"].float().flatten(2)[moving]
     target = tgt_masks[moving]
@@ -294,20 +293,21 @@ def validation_windows(model, cfg: TrainConfig, device, pi3_hw, amp: bool = Fals
 def validate_and_calibrate(model, cfg: TrainConfig, device, pi3_hw, amp: bool) -> dict | None:
     """Score the model on the validation windows and pick the decision-threshold offset of
     ``training.default_calibrate`` (the same score). Returns the calibration record, or None when val_clips is 0."""
-    from training.default_calibrate import VAL_SEED, choose_offset
+    from training.default_calibrate import VAL_SEED, choose_offset, score
 
     if cfg.val_clips <= 0:
         return None
     windows = validation_windows(model, cfg, device, pi3_hw, amp)
-    best, table = choose_offset(windows)
-    at_zero = next(r for r in table if r["offset"] == 0.0)
-    if cfg.variant != "gmos_s":  # the offset is folded into GMOS-S's output bias; the proposer has none
+    if cfg.variant != "gmos_s":
+        at_zero = score(windows, 0.0)  # the offset is folded into GMOS-S's output bias; the proposer has none
         print(f"validation ({cfg.val_clips} clips, {len(windows)} windows): score {at_zero['score']:.3f} "
               f"fg IoU {at_zero['fg_iou']:.3f} static flagged {at_zero['static_flagged']:.3f} (moving queries' "
               f"union; not calibrated)", flush=True)
         return {"head.fg_out.bias offset": 0.0, "validation": at_zero, "validation_at_offset_0": at_zero,
                 "command": f"validation at the end of training.default_train ({cfg.val_clips} clips, seeds "
                            f"{VAL_SEED}+; proposer: not calibrated)"}
+    best, table = choose_offset(windows)
+    at_zero = next(r for r in table if r["offset"] == 0.0)
     print(f"validation ({cfg.val_clips} clips, {len(windows)} windows): offset 0: score {at_zero['score']:.3f} "
           f"fg IoU {at_zero['fg_iou']:.3f} static flagged {at_zero['static_flagged']:.3f}; chosen offset "
           f"{best['offset']:+.1f}: score {best['score']:.3f} fg IoU {best['fg_iou']:.3f} static flagged "

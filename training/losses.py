@@ -161,16 +161,20 @@ def assign_targets(outputs: dict, masks: torch.Tensor, motion: torch.Tensor, val
     return tgt_masks, tgt_motion, matched
 
 
-def proposer_loss(outputs: dict, batch: dict, weights: ProposerLossWeights = ProposerLossWeights()):
+def proposer_loss(outputs: dict, batch: dict, weights: ProposerLossWeights = ProposerLossWeights(),
+                  assignment=None):
     """Total loss (scalar) and a dict of detached mean terms for logging.
 
     batch: ``masks`` (B, M, h, w) target masks (already empty for static objects), ``motion`` (B, M),
-    ``valid`` (B, M) bool."""
+    ``valid`` (B, M) bool. ``assignment``: the result of ``assign_targets`` for these outputs and batch, when the
+    caller needs it too (so the Hungarian matching runs once)."""
     logits = outputs["mask"].float().flatten(2)
     motion_logits = outputs["motion_logits"][..., 0].float()
     iou_pred = outputs["iou_pred"][..., 0].float()
     conf = outputs["conf_pred"][..., 0].float()
-    tgt_masks, tgt_motion, matched = assign_targets(outputs, batch["masks"], batch["motion"], batch["valid"], weights)
+    if assignment is None:
+        assignment = assign_targets(outputs, batch["masks"], batch["motion"], batch["valid"], weights)
+    tgt_masks, tgt_motion, matched = assignment
     l_mask = mask_loss(logits, tgt_masks, weights.focal_alpha, weights.focal_gamma, weights.dice_per_focal)
     l_motion = F.binary_cross_entropy_with_logits(motion_logits, tgt_motion, reduction="none")
     with torch.no_grad():

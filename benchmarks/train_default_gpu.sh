@@ -11,6 +11,10 @@
 # Env: DEVICE (default cuda), WORKERS (default 14), CONFIG (default training/configs/default.yaml),
 #      BATCH (override the config's batch size, e.g. 64 for a CPU config),
 #      HELDOUT_ARGS (extra arguments for heldout_eval.py, e.g. "--normal 4 --static-camera 1 --static-scene 1").
+# The shipped file (gmos-default-s4) has a refinement stage on top of its GMOS-S head; --init-from leaves it out,
+# so the new file is a GMOS-S model without one and its held-out rows compare with the shipped file's GMOS-S part
+# only through the refiner. Retrain the refiner on the new file afterwards (on CPU, ~35 minutes on 2 cores):
+#   python3 -m training.refiner_train --config training/configs/default_refiner.yaml --base NEW_FILE --out-dir runs/refiner
 # The experimental instance variant, from the shipped file's Pi3 + SAM 2 (its head starts fresh):
 #   CONFIG=training/configs/default_proposer.yaml BATCH=64 bash benchmarks/train_default_gpu.sh 8
 set -u

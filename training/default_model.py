@@ -1,4 +1,5 @@
-"""The trained default GMOS model ("gmos-default-s3"): its architecture, built from the real GMOS modules.
+"""The trained default GMOS model's GMOS-S part ("gmos-default-s3"; the shipped file "gmos-default-s4" adds a
+refinement stage, gmos_core/models/motion_refiner.py): its architecture, built from the real GMOS modules.
 
 Same structure as the official GMOS-S pipeline, in a configuration small enough to train from scratch on
 2 CPU cores and to run in real time on them:
@@ -27,6 +28,9 @@ from gmos_core.weights.default_model import (SAM2_IMAGE_KEY_PREFIXES, load_sam2_
                                              sam2_image_state_dict)
 
 NAME = "gmos-default-s3"  # s2 + CPU training (training/configs/default_cpu_continue.yaml); s1 (width 64, 3 + 4 blocks) was the first, weaker file
+# The shipped file: s3's tensors unchanged + the refinement stage (gmos_core/models/motion_refiner.py) trained on
+# them by training/refiner_train.py (training/configs/default_refiner.yaml names it).
+SHIPPED_NAME = "gmos-default-s4"
 VARIANT = "gmos_s"
 ANCHOR = "center"
 WINDOW_SIZE = 5

@@ -321,10 +321,14 @@ def init_weights(model, path: str, pi3_config: dict, head_config: dict, variant:
     """Load a default-model file into ``model`` (same sizes required), undoing its calibration offset so that
     training continues from the raw logits. A file of the other head variant (a GMOS-S file for a proposer run)
     gives only its Pi3 and SAM 2 weights (backbone transfer) and the head starts fresh. Returns whether the head
-    was loaded."""
+    was loaded. A refinement stage in the file (the shipped gmos-default-s4) is left out.
+    """
     from gmos_core.weights.metadata import read_checkpoint
 
     meta, parts = read_checkpoint(path)
+    if meta is not None and parts.pop("refiner", None) is not None:
+        print(f"--init-from {path}: its refinement stage is not carried over (it learned on this file's head "
+              f"probabilities): retrain it on the new file with training.refiner_train --base", flush=True)
     if meta is None or set(parts) != {"pi3", "sam2_image_encoder", "head"}:
         raise ValueError(f"--init-from {path}: expected a default-model file (GMOS metadata, components pi3, "
                          f"sam2_image_encoder, head), got components {sorted(parts)}")

@@ -104,12 +104,16 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     done = [r for r in results if not r.skipped][args.warmup:] or [r for r in results if not r.skipped]
     weight_free = getattr(models, "weight_free", False)  # geometric mode: no networks, its own stages
+    refiner = getattr(models, "refiner", None)
     params = {} if weight_free else {name: sum(p.numel() for p in module.parameters()) for name, module in
-                                     (("pi3", models.pi3), ("head", models.head), ("sam2", models.predictor))}
+                                     (("pi3", models.pi3), ("head", models.head), ("sam2", models.predictor),
+                                      ("refiner", refiner)) if module is not None}
     if weight_free:
         from gmos_core.geometric.engine import STAGES as stages
 
         import cv2
+    elif refiner is not None:  # the default model's refinement stage: the geometric prior and the refiner
+        stages = tuple(s for s in STAGES if s != "total") + ("geometric_prior", "refiner", "total")
     else:
         stages = STAGES
     report = {

@@ -16,21 +16,19 @@ import numpy as np
 from gmos_core.engine.config import head_kind
 from gmos_core.engine.modes import ModeHandler, OfflineFrameResult, _window_info, objects_from_labels
 from gmos_core.engine.proposals import label_frame, top_k_proposals
+from gmos_core.engine.refinement import head_probabilities, make_refinement
 from gmos_core.engine.result import FrameResult, MotionState
 
 
-def frame_proposals(head_out: dict, kind: str, top_k: int, video_hw) -> list:
-    """Per-frame InstanceProposals of a batch of head outputs."""
+def frame_proposals(head_out: dict, kind: str, top_k: int, video_hw, fg_probs=None) -> list:
+    """Per-frame InstanceProposals of a batch of head outputs (``fg_probs``: the GMOS-S probabilities at the
+    source size when a refinement stage has already computed them)."""
     from gmos_core.tracking import proposals_from_foreground, proposals_from_label_frame
 
     if kind == "gmos_s":
-        import torch
-        import torch.nn.functional as F
+        from gmos_core.engine.refinement import head_probabilities
 
-        with torch.inference_mode():
-            up = F.interpolate(head_out["fg_mask"].float(), size=tuple(video_hw), mode="bilinear",
-                               align_corners=False)
-            probs = torch.sigmoid(up)[:, 0].cpu().numpy()
+        probs = head_probabilities(head_out, video_hw) if fg_probs is None else fg_probs
         ious = head_out["iou_pred"].reshape(len(probs), -1)[:, 0].float().cpu().numpy()
         return [proposals_from_foreground(prob, 0.5, float(iou), max_instances=top_k)
                 for prob, iou in zip(probs, ious)]
@@ -50,17 +48,21 @@ class IouTrackedHandler(ModeHandler):
 
         self.tracker = IouTracker(config.extra.get("tracker_config") or IouTrackerConfig())
         self.kind = head_kind(models)
+        self.refinement = make_refinement(config, models) if self.kind == "gmos_s" else None
 
     def _track(self, jobs, head_out, video_hw):
         """[(job, TrackerFrameOutput, timings)] for the batch, in order."""
+        fg_probs, stage_ms = None, {}
+        if self.refinement is not None:
+            fg_probs, stage_ms = self.refinement.refine(jobs, head_probabilities(head_out, video_hw), video_hw)
         t0 = time.perf_counter()
-        proposals = frame_proposals(head_out, self.kind, self.config.top_k, video_hw)
+        proposals = frame_proposals(head_out, self.kind, self.config.top_k, video_hw, fg_probs)
         per_frame_ms = 1000.0 * (time.perf_counter() - t0) / len(jobs)
         out = []
         for job, prop in zip(jobs, proposals):
             t1 = time.perf_counter()
             tracked = self.tracker.step(prop)
-            timings = dict(job.timings_ms)
+            timings = {**job.timings_ms, **stage_ms}
             timings["propagator"] = 1000.0 * (time.perf_counter() - t1)
             timings["postprocess"] = per_frame_ms
             out.append((job, tracked, timings))
@@ -80,10 +82,15 @@ class IouTrackedHandler(ModeHandler):
         return out
 
     def retained(self) -> dict[str, int]:
-        return {f"tracker_{k}": v for k, v in self.tracker.retained_state_size().items()}
+        out = {f"tracker_{k}": v for k, v in self.tracker.retained_state_size().items()}
+        if self.refinement is not None:
+            out.update(self.refinement.retained())
+        return out
 
     def close(self) -> None:
         self.tracker.reset()
+        if self.refinement is not None:
+            self.refinement.close()
 
 
 class IouOfflineHandler(IouTrackedHandler):

@@ -39,7 +39,13 @@ class EngineModels:
                  whose SAM 2 checkpoint component is the image encoder only).
     pixel_limit: the Pi3 pixel budget the model was trained with (None = the official 255000).
     name:        the model's name (GMOS-format checkpoints), e.g. "gmos-default-s3".
+    refiner:     the refinement stage of a default model that has one (gmos_core.models.motion_refiner), else
+                 None; the GMOS-S handlers then fuse the head's probability with the geometric mode's
+                 (gmos_core.engine.refinement). ``refiner_geometric``: the GeometricConfig it runs (defaults).
     """
+
+    refiner = None
+    refiner_geometric = None
 
     def __init__(self, pi3, head, sam_features, *, mode: str, anchor: str = "center", window_size: int = 5,
                  description: str = "", random_weights: bool = False, device: str = "cpu",
@@ -222,10 +228,14 @@ def _build_gmos_format(config, path: str, weights: WeightPaths) -> EngineModels:
     if weights.sam2_config:
         raise ValueError(f"--sam2-config cannot be combined with the GMOS-format checkpoint {path}: its SAM 2 "
                          f"config is part of the model (its metadata)")
+    from gmos_core.weights.default_model import build_refiner
+
     pi3, head, predictor, meta, description = build_gmos_format_models(path, device=config.device)
     _frozen_on(config.device, pi3, head)
     # the SAM 2 video memory of a whole GMOS-format model is untrained: instances come from the IoU tracker
-    return _from_metadata(config, pi3, head, predictor, meta, description, sam2_memory_trained=False)
+    models = _from_metadata(config, pi3, head, predictor, meta, description, sam2_memory_trained=False)
+    models.refiner = build_refiner(path, device=config.device)
+    return models
 
 
 def _build_head_only(config, weights: WeightPaths) -> EngineModels:

@@ -71,17 +71,25 @@ class ModeHandler(ABC):
 
 
 class GmosSHandler(ModeHandler):
-    """GMOS-S: prob = sigmoid(bilinear upsample of fg_mask to the source size); mask = prob > 0.5."""
+    """GMOS-S: prob = sigmoid(bilinear upsample of fg_mask to the source size), refined when the model has a
+    refinement stage (gmos_core.engine.refinement); mask = prob > 0.5."""
+
+    def __init__(self, config, models) -> None:
+        super().__init__(config, models)
+        from gmos_core.engine.refinement import make_refinement
+
+        self.refinement = make_refinement(config, models)
 
     def process(self, jobs, head_out, backbone_outs, video_hw):
-        import torch
-        import torch.nn.functional as F
+        from gmos_core.engine.refinement import head_probabilities
 
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            up = F.interpolate(head_out["fg_mask"].float(), size=tuple(video_hw), mode="bilinear",
-                               align_corners=False)
-            probs = torch.sigmoid(up)[:, 0].cpu().numpy()
+        probs = head_probabilities(head_out, video_hw)
+        stage_ms = {}
+        if self.refinement is not None:
+            refine_start = time.perf_counter()
+            probs, stage_ms = self.refinement.refine(jobs, probs, video_hw)
+            t0 += time.perf_counter() - refine_start  # counted in its own stages, not in postprocess
         iou_pred = head_out["iou_pred"].reshape(len(jobs), -1)[:, 0].float().cpu().numpy()
         out = []
         per_frame_ms = 1000.0 * (time.perf_counter() - t0) / len(jobs)
@@ -93,7 +101,7 @@ class GmosSHandler(ModeHandler):
                         "motion_prob": float(prob[mask].mean()) if mask.any() else 0.0,
                         "predicted_iou": float(iou)}}
             stamps, indices = _window_info(job)
-            timings = dict(job.timings_ms)
+            timings = {**job.timings_ms, **stage_ms}
             timings["propagator"] = 0.0
             timings["postprocess"] = per_frame_ms + 1000.0 * (time.perf_counter() - t1)
             timings["total"] = sum(timings.values())
@@ -102,6 +110,13 @@ class GmosSHandler(ModeHandler):
                 dynamic_mask=mask, fg_prob=prob.astype(np.float32), window_stamps_ns=stamps,
                 window_indices=indices, timings_ms=timings)))
         return out
+
+    def retained(self) -> dict[str, int]:
+        return self.refinement.retained() if self.refinement is not None else {}
+
+    def close(self) -> None:
+        if self.refinement is not None:
+            self.refinement.close()
 
 
 @dataclass

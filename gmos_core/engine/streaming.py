@@ -42,12 +42,14 @@ class StreamDiscontinuity(RuntimeError):
 
 @dataclass(eq=False)
 class BufferedFrame:
-    """A frame held for windowing. ``tokens`` is the DINOv2 cache entry (filled lazily)."""
+    """A frame held for windowing. ``tokens`` is the DINOv2 cache entry, ``gray`` the geometric mode's reduced
+    grayscale image (both filled lazily; the default model's refinement stage uses both)."""
 
     identity: FrameIdentity
     rgb: np.ndarray
     segment: bool
     tokens: Any = None
+    gray: Any = None
 
 
 @dataclass(eq=False)
@@ -122,6 +124,7 @@ class StreamingEngine:
         return {
             "buffered_frames": len(self._buffer),
             "cached_tokens": sum(f.tokens is not None for f in self._buffer),
+            "cached_gray": sum(f.gray is not None for f in self._buffer),
             "waiting": len(self._waiting),
             "ready": len(self._ready),
             "unemitted": len(self._order),

@@ -178,13 +178,13 @@ class GeometricHandler(ModeHandler):
 
     @staticmethod
     def _gray(member, size) -> np.ndarray:
-        """The member's reduced grayscale image, cached on the buffered frame (its per-frame cache slot)."""
+        """The member's reduced grayscale image, cached on the buffered frame (its ``gray`` slot)."""
         from gmos_core.geometric.motion import to_gray
 
-        cached = member.tokens
+        cached = member.gray
         if cached is None or cached.shape[::-1] != tuple(size):
-            member.tokens = to_gray(member.rgb, size)
-        return member.tokens
+            member.gray = to_gray(member.rgb, size)
+        return member.gray
 
     def _step_flow(self, a, b, size) -> np.ndarray:
         """DIS flow between two buffered frames, cached by their indices (each step is used by several

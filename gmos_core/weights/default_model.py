@@ -42,8 +42,11 @@ def trained_on_phrase(meta: CheckpointMetadata) -> str:
 
 def describe_checkpoint(meta: CheckpointMetadata, path: Path) -> str:
     """How outputs name a GMOS-format model: its name and what it was trained on, e.g.
-    'gmos-default-s3 (trained on synthetic data only; GMOS-S head, center-anchored 5-frame window)'."""
+    'gmos-default-s3 (trained on synthetic data only; GMOS-S head, center-anchored 5-frame window)'; a file with a
+    refinement stage says so ('GMOS-S head + refinement with the geometric mode')."""
     head = "GMOS-S head" if meta.variant == "gmos_s" else "GMOS proposer head"
+    if "refiner" in meta.components:
+        head += " + refinement with the geometric mode"
     return (f"{meta.name or Path(path).stem} ({trained_on_phrase(meta)}; {head}, {meta.anchor}-anchored "
             f"{meta.window_size}-frame window)")
 
@@ -178,6 +181,29 @@ def build_gmos_format_models(path: str | os.PathLike, device: str = "cpu"):
     load_into(head, parts["head"], source=f"{path} [head.]")
     load_sam2_image_encoder(predictor, parts["sam2_image_encoder"], f"{path} [sam2_image_encoder.]")
     return pi3, head, predictor.to(device), meta, describe_checkpoint(meta, path)
+
+
+def build_refiner(path: str | os.PathLike, device: str = "cpu"):
+    """The refinement stage of a GMOS-format checkpoint (gmos_core.models.motion_refiner), loaded strictly and
+    frozen, or None when the file has no ``refiner`` component."""
+    from gmos_core.models.motion_refiner import MotionRefiner, MotionRefinerConfig
+    from gmos_core.weights.loading import load_into
+
+    path = Path(path)
+    meta = whole_model_metadata(path)
+    if "refiner" not in meta.components:
+        return None
+    try:
+        refiner = MotionRefiner(**MotionRefinerConfig.from_dict(meta.refiner_config).to_dict())
+    except (TypeError, ValueError) as exc:
+        raise CheckpointFormatError(f"{path}: refiner_config does not build the refiner ({exc}); expected "
+                                    f"MotionRefinerConfig keyword arguments") from exc
+    _, parts = read_checkpoint(path)
+    load_into(refiner, parts["refiner"], source=f"{path} [refiner.]")
+    refiner.eval().to(device)
+    for p in refiner.parameters():
+        p.requires_grad_(False)
+    return refiner
 
 
 def build_head_only_models(path: str | os.PathLike, pi3_weights: str, sam2_checkpoint: str,

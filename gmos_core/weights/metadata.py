@@ -14,11 +14,12 @@ and how the model must be run::
     sam2_config      packaged SAM 2 YAML name or file name
     sam2_image_size  e.g. "1024"          SAM 2 input resolution (head grid = image_size / 16)
     pixel_limit      e.g. "255000"        Pi3 pixel budget
-    components       e.g. "pi3,sam2_image_encoder,head"
+    components       e.g. "pi3,sam2_image_encoder,head" (+ ",refiner" for a model with a refinement stage)
+    refiner_config   JSON of MotionRefinerConfig kwargs; only in files with the "refiner" component
     trained_on       free text
     training_command the command that trained it
 
-Keys are prefixed by component (``pi3.``, ``sam2_image_encoder.``, ``head.``) when a file holds several
+Keys are prefixed by component (``pi3.``, ``sam2_image_encoder.``, ``head.``, ``refiner.``) when a file holds several
 components; a single-component file keeps the official (unprefixed) key names, so the released loaders read it.
 ``sam2_image_encoder.`` keys carry the ``SAM2VideoPredictor`` names of the image path (``image_encoder.*``,
 ``sam_mask_decoder.conv_s0/conv_s1.*``, ``no_mem_embed``).
@@ -37,12 +38,16 @@ FORMAT_VERSION = "1"
 VARIANTS = ("gmos_s", "proposer")
 ANCHORS = ("center", "end")
 COMPONENTS = ("pi3", "sam2_image_encoder", "head")
+# Optional components a file may add to the three of a whole model: the default model's refinement stage
+# (gmos_core.models.motion_refiner; not part of the official GMOS).
+OPTIONAL_COMPONENTS = ("refiner",)
 OFFICIAL_PIXEL_LIMIT = 255000
 OFFICIAL_SAM2_CONFIG = "configs/sam2.1/sam2.1_hiera_l.yaml"
 
 __all__ = [
     "ANCHORS",
     "COMPONENTS",
+    "OPTIONAL_COMPONENTS",
     "FORMAT_VERSION",
     "VARIANTS",
     "CheckpointMetadata",
@@ -74,6 +79,7 @@ class CheckpointMetadata:
     name: str = ""
     trained_on: str = ""
     training_command: str = ""
+    refiner_config: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         def bad(what: str, got, expected: str):
@@ -92,10 +98,14 @@ class CheckpointMetadata:
         if not isinstance(self.pixel_limit, int) or self.pixel_limit < 14 * 14:
             bad("pixel_limit", self.pixel_limit, "an integer >= 196")
         comps = tuple(self.components)
-        if not comps or len(set(comps)) != len(comps) or any(c not in COMPONENTS for c in comps):
-            bad("components", ",".join(comps), f"a non-empty comma list of distinct names from {COMPONENTS}")
+        known = COMPONENTS + OPTIONAL_COMPONENTS
+        if not comps or len(set(comps)) != len(comps) or any(c not in known for c in comps):
+            bad("components", ",".join(comps), f"a non-empty comma list of distinct names from {known}")
         object.__setattr__(self, "components", comps)
-        for name in ("pi3_config", "head_config"):
+        if ("refiner" in comps) != bool(self.refiner_config):
+            bad("refiner_config", self.refiner_config, "a non-empty JSON object exactly when components include "
+                "'refiner'")
+        for name in ("pi3_config", "head_config", "refiner_config"):
             if not isinstance(getattr(self, name), dict):
                 bad(name, getattr(self, name), "a JSON object of config keyword arguments")
 
@@ -108,7 +118,7 @@ class CheckpointMetadata:
                    components=("head",))
 
     def to_strings(self) -> dict[str, str]:
-        return {
+        strings = {
             "gmos_format": FORMAT_VERSION,
             "name": self.name,
             "variant": self.variant,
@@ -124,6 +134,9 @@ class CheckpointMetadata:
             "trained_on": self.trained_on,
             "training_command": self.training_command,
         }
+        if self.refiner_config:  # files without a refinement stage keep exactly the keys they always had
+            strings["refiner_config"] = json.dumps(self.refiner_config, sort_keys=True)
+        return strings
 
     @classmethod
     def from_strings(cls, meta: Mapping[str, str], where: str = "checkpoint") -> "CheckpointMetadata":
@@ -161,7 +174,7 @@ class CheckpointMetadata:
                 pixel_limit=number("pixel_limit", int) if "pixel_limit" in meta else OFFICIAL_PIXEL_LIMIT,
                 components=tuple(c.strip() for c in meta["components"].split(",") if c.strip()),
                 name=meta.get("name", ""), trained_on=meta.get("trained_on", ""),
-                training_command=meta.get("training_command", ""))
+                training_command=meta.get("training_command", ""), refiner_config=obj("refiner_config"))
         except CheckpointMetadataError as exc:
             raise CheckpointMetadataError(f"{where}: {exc}") from None
 

@@ -1,5 +1,5 @@
-"""The shipped default model (gmos-default-s3): file + metadata, what it does on small rendered clips, and a
-seconds-long training smoke run of its retraining command."""
+"""The shipped default model (gmos-default-s4: the GMOS-S model gmos-default-s3 + its refinement stage): file +
+metadata, what it does on small rendered clips, and a seconds-long training smoke run of its retraining command."""
 from __future__ import annotations
 
 import csv
@@ -67,15 +67,20 @@ def test_shipped_file_and_metadata():
     path = _weights_path()
     assert path.stat().st_size <= 20 * 2**20
     info = read_checkpoint_metadata(path)
-    assert info.name == DM.NAME and info.variant == "gmos_s" and info.anchor == DM.ANCHOR
+    assert info.name == DM.SHIPPED_NAME and info.variant == "gmos_s" and info.anchor == DM.ANCHOR
     assert info.window_size == DM.WINDOW_SIZE and info.pixel_limit == DM.PIXEL_LIMIT
     assert info.sam2_image_size == DM.SAM2_IMAGE_SIZE and info.pi3_config == DM.PI3_CONFIG
     assert info.head_config == DM.HEAD_CONFIG
-    assert "synthetic" in info.trained_on and "training.default_train" in info.training_command
+    assert "synthetic" in info.trained_on and "training.refiner_train" in info.training_command
+    from gmos_core.models.motion_refiner import MotionRefinerConfig
+
+    assert MotionRefinerConfig.from_dict(info.refiner_config)  # builds
     with safe_open(str(path), framework="pt") as f:
         keys = list(f.keys())
+        base_model = json.loads(f.metadata()["base_model"])
+    assert base_model["name"] == DM.NAME and "training.default_train" in base_model["training_command"]
     prefixes = {k.split(".", 1)[0] for k in keys}
-    assert prefixes == {"pi3", "sam2_image_encoder", "head"}
+    assert prefixes == {"pi3", "sam2_image_encoder", "head", "refiner"}
     # the weights are trained, not an initialisation: the head's output conv differs from a fresh one
     import torch
 
@@ -110,7 +115,8 @@ def static_flagged(seed: int) -> float:
 def test_segments_a_moving_object():
     values = [moving_iou(seed) for seed in MOVING_SEEDS]
     models = values[0][2]
-    assert models.name == DM.NAME and "synthetic" in models.description
+    assert models.name == DM.SHIPPED_NAME and "synthetic" in models.description
+    assert models.refiner is not None and "refinement with the geometric mode" in models.description
     assert all(n >= 10 for _, n, _ in values)
     mean = np.mean([v for v, _, _ in values])
     assert mean > MIN_MEAN_IOU, f"mean IoU {mean:.3f} ({[round(v, 3) for v, _, _ in values]})"

@@ -67,3 +67,17 @@ def test_bad_strings_and_mismatched_components(tmp_path):
         CheckpointMetadata.from_strings({**strings, "window_size": "five"})
     with pytest.raises(CheckpointMetadataError, match="same"):
         write_checkpoint(tmp_path / "x.safetensors", {"head": {"b": torch.zeros(1)}}, _meta())
+
+
+def test_refiner_component_and_its_config_go_together(tmp_path):
+    refiner_cfg = {"channels": [8, 16], "groups": 4, "pixels": 32640}
+    meta = _meta(components=("pi3", "head", "refiner"), refiner_config=refiner_cfg)
+    tensors = {"pi3": {"a": torch.zeros(1)}, "head": {"b": torch.ones(2)}, "refiner": {"c": torch.ones(3)}}
+    read_meta, comps = read_checkpoint(write_checkpoint(tmp_path / "r.safetensors", tensors, meta))
+    assert read_meta.refiner_config == refiner_cfg and set(comps) == {"pi3", "head", "refiner"}
+    # a file without a refiner keeps exactly its old keys (no empty refiner_config string)
+    assert "refiner_config" not in _meta().to_strings()
+    with pytest.raises(CheckpointMetadataError, match="refiner_config"):
+        _meta(components=("pi3", "head", "refiner"))
+    with pytest.raises(CheckpointMetadataError, match="refiner_config"):
+        _meta(refiner_config=refiner_cfg)

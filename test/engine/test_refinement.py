@@ -1,0 +1,107 @@
+"""The refinement stage in the engine (gmos_core.engine.refinement): a default-model file with a ``refiner``
+component makes gmos_s / gmos_online fuse the head's probability with the geometric mode's, exactly as
+training prepared the refiner's inputs; a file without one behaves as before."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def refined_file(tmp_path_factory):
+    from gmos_core.models.motion_refiner import MotionRefiner
+    from gmos_core.weights.default_model import default_model_path
+    from training.refiner_train import RefinerTrainConfig, export
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from gmos_core.weights.metadata import CheckpointMetadata
+
+    tmp = tmp_path_factory.mktemp("refined")
+    # the shipped file's GMOS-S part alone (its own refiner, if any, dropped): the base a refiner is trained on
+    with safe_open(str(default_model_path()), framework="pt") as handle:
+        strings = dict(handle.metadata())
+    meta = CheckpointMetadata.from_strings(strings)
+    core = tuple(c for c in meta.components if c != "refiner")
+    strings = {k: v for k, v in strings.items() if k != "refiner_config"}
+    strings.update(meta.with_(components=core, refiner_config={}).to_strings())
+    base = tmp / "base.safetensors"
+    save_file({k: v for k, v in load_file(str(default_model_path())).items() if not k.startswith("refiner.")},
+              str(base), metadata=strings)
+    torch.manual_seed(0)
+    refiner = MotionRefiner()
+    for p in refiner.parameters():  # a refiner whose correction path matters (trained ones do)
+        torch.nn.init.normal_(p, std=0.1)
+    path = tmp / "m.safetensors"
+    export(refiner, base, path, RefinerTrainConfig(name="refined-test"), "test", 0, {})
+    return path, base, refiner
+
+
+@pytest.fixture(scope="module")
+def clip():
+    from training.synthetic import SyntheticConfig, render_frame, sample_scene
+
+    scene = sample_scene(900001, SyntheticConfig(width=240, height=136, num_frames=14, fps=24.0), kind="normal")
+    return [render_frame(scene, t)[0] for t in range(scene.num_frames)]
+
+
+def _engine(mode, weights, refiner_off=False):
+    from gmos_core.engine import EngineConfig
+    from gmos_core.engine.models import WeightPaths, build_engine_models
+
+    cfg = EngineConfig(mode=mode, fps=24.0, pixel_limit=30000, device="cpu", tracker="iou" if mode != "gmos_s"
+                       else "auto")
+    models = build_engine_models(cfg, weights=WeightPaths(head=str(weights)))
+    if refiner_off:
+        models.refiner = None
+    return cfg, models
+
+
+def test_engine_probabilities_are_the_refiner_on_head_and_geometric_inputs(refined_file, clip):
+    from gmos_core.engine.refinement import refiner_inputs
+    from training.refiner_data import run_stream
+
+    path, base, refiner = refined_file
+    cfg, models = _engine("gmos_s", path)
+    assert models.refiner is not None and "refinement with the geometric mode" in models.description
+    refined = run_stream(cfg, models, clip)
+    head = np.stack([r.fg_prob for r in run_stream(*_engine("gmos_s", path, refiner_off=True), clip)])
+    from gmos_core.engine import EngineConfig
+    from gmos_core.engine.models import build_engine_models
+
+    geo_cfg = EngineConfig(mode="geometric", fps=24.0, device="cpu")
+    motion = np.stack([r.motion_prob for r in run_stream(geo_cfg, build_engine_models(geo_cfg), clip)])
+    rgb, h, m = refiner_inputs(clip, head, motion, refiner.config.pixels)
+    with torch.inference_mode():
+        logits = refiner.eval()(rgb, h, m)
+        expected = torch.sigmoid(torch.nn.functional.interpolate(
+            logits, size=clip[0].shape[:2], mode="bilinear", align_corners=False))[:, 0].numpy()
+    got = np.stack([r.fg_prob for r in refined])
+    assert np.abs(got - head).max() > 0.2  # the stage changes the output ...
+    np.testing.assert_allclose(got, expected, atol=1e-4)  # ... exactly as the refiner on the engine's inputs
+    assert all({"geometric_prior", "refiner"} <= set(r.timings_ms) for r in refined)
+
+
+def test_online_iou_path_tracks_the_refined_probabilities(refined_file, clip):
+    from training.refiner_data import run_stream
+
+    path, base, _ = refined_file
+    probs = np.stack([r.fg_prob for r in run_stream(*_engine("gmos_s", path), clip)])
+    online = run_stream(*_engine("gmos_online", path), clip)
+    moving = np.stack([r.dynamic_mask for r in online])
+    assert moving.any()
+    assert not (moving & (probs <= 0.5)).any()  # moving pixels are components of the refined map
+    engine_retained = [k for k in online[0].timings_ms if k in ("geometric_prior", "refiner")]
+    assert engine_retained == ["geometric_prior", "refiner"]
+
+
+def test_file_without_refiner_keeps_the_head_probabilities(refined_file, clip):
+    from training.refiner_data import run_stream
+
+    _, base, _ = refined_file
+    cfg, models = _engine("gmos_s", base)
+    assert models.refiner is None
+    results = run_stream(cfg, models, clip)
+    assert not any("refiner" in r.timings_ms for r in results)

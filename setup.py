@@ -41,13 +41,14 @@ setup(
         "tqdm>=4.60",
         "hydra-core>=1.3",  # sam2's config system
         "iopath>=0.1.10",   # sam2 dependency
+        "opencv-python-headless>=4.8",  # the default model's refinement stage runs the geometric mode (DIS, MAGSAC)
         "torch>=2.1",       # install the right wheel for your machine first; see README
     ],
     extras_require={
         "video": ["av>=11", "matplotlib>=3.7"],
         "bags": ["rosbags>=0.11,<0.12"],  # the interruption-safe writers subclass rosbags 0.11 internals
         "eval": ["matplotlib>=3.7"],
-        "geometric": ["opencv-python-headless>=4.8"],  # --mode geometric (DIS flow, USAC_MAGSAC); also in "test"
+        "geometric": ["opencv-python-headless>=4.8"],  # kept for old install lines: OpenCV is now a core dependency
         "onnx": ["onnx>=1.15", "onnxscript>=0.5", "onnxruntime>=1.17"],  # gmos export (dynamo exporter), parity
         "training": ["opencv-python-headless", "av>=11"],  # generator (cv2), texture clips (av); tensorboard optional
         "test": ["pytest>=7", "rosbags>=0.11,<0.12", "mcap", "av>=11", "matplotlib>=3.7", "opencv-python-headless",

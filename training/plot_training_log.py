@@ -1,4 +1,5 @@
-"""Plot a default-model training log (``<out-dir>/train_log.csv`` of training/default_train.py).
+"""Plot a default-model training log (``<out-dir>/train_log.csv`` of training/default_train.py, or of
+training/refiner_train.py: the refined, head and geometric IoUs side by side).
 
     python3 -m training.plot_training_log runs/default/train_log.csv docs/images/default_model_training.png
 """
@@ -25,6 +26,23 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.log}: no rows; expected the train_log.csv of a training run")
     step = [int(r["step"]) for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    if "head_iou" in rows[0]:  # the refinement stage's log
+        a.plot(step, [float(r["loss"]) for r in rows], label="BCE + Dice")
+        a.set_xlabel("step")
+        a.set_title("training loss")
+        a.legend()
+        for column, label in (("train_iou", "refined"), ("head_iou", "GMOS-S head alone"),
+                              ("motion_iou", "geometric mode alone")):
+            b.plot(step, [float(r[column]) for r in rows], label=label)
+        b.set_xlabel("step")
+        b.set_ylim(0, 1)
+        b.set_title("IoU on the training crops with motion")
+        b.legend()
+        fig.suptitle(args.title)
+        fig.tight_layout()
+        fig.savefig(args.out, dpi=100)
+        print(args.out)
+        return 0
     proposer = "train_moving_iou" in rows[0]  # the instance variant logs other loss terms
     a.plot(step, [float(r["loss"]) for r in rows], label="total")
     for column, label in ((("mask", "mask (focal + Dice)"), ("motion", "motion BCE")) if proposer else

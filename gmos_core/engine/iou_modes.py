@@ -26,8 +26,6 @@ def frame_proposals(head_out: dict, kind: str, top_k: int, video_hw, fg_probs=No
     from gmos_core.tracking import proposals_from_foreground, proposals_from_label_frame
 
     if kind == "gmos_s":
-        from gmos_core.engine.refinement import head_probabilities
-
         probs = head_probabilities(head_out, video_hw) if fg_probs is None else fg_probs
         ious = head_out["iou_pred"].reshape(len(probs), -1)[:, 0].float().cpu().numpy()
         return [proposals_from_foreground(prob, 0.5, float(iou), max_instances=top_k)

@@ -103,4 +103,9 @@ def make_refinement(config, models):
     """A RefinementStage when the models carry a refiner and the head is GMOS-S, else None."""
     if getattr(models, "refiner", None) is None:
         return None
+    try:
+        import cv2  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"{getattr(models, 'name', 'this model')} has a refinement stage that runs the geometric "
+                          "mode, which needs OpenCV: pip install opencv-python-headless") from exc
     return RefinementStage(config, models)

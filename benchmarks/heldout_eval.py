@@ -116,18 +116,9 @@ def read_frames(seq_dir: Path) -> list[np.ndarray]:
 
 # ------------------------------------------------------------------------------------------------ methods
 def run_engine(engine_config, models, frames: list[np.ndarray]) -> list:
-    from gmos_core.engine import StreamingEngine
+    from gmos_core.engine.streaming import run_clip
 
-    engine = StreamingEngine(engine_config, models)
-    period = int(round(1e9 / FPS))
-    results = []
-    for i, rgb in enumerate(frames):
-        results.extend(engine.push(rgb, i * period))
-    results.extend(engine.flush())
-    results.sort(key=lambda r: r.frame.index)
-    if len(results) != len(frames):
-        raise RuntimeError(f"engine returned {len(results)} results for {len(frames)} frames")
-    return results
+    return run_clip(engine_config, models, frames)
 
 
 def mos_i_labels(result) -> np.ndarray:

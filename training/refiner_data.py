@@ -90,21 +90,6 @@ def read_frames(data_dir: Path, seq: str) -> list[np.ndarray]:
     return [cv2.imread(str(p))[..., ::-1].copy() for p in sorted((data_dir / "JPEGImages" / seq).glob("*.jpg"))]
 
 
-def run_stream(config, models, frames: list[np.ndarray]) -> list:
-    from gmos_core.engine import StreamingEngine
-
-    engine = StreamingEngine(config, models)
-    period = int(round(1e9 / FPS))
-    results = []
-    for i, rgb in enumerate(frames):
-        results.extend(engine.push(rgb, i * period))
-    results.extend(engine.flush())
-    results.sort(key=lambda r: r.frame.index)
-    if len(results) != len(frames):
-        raise RuntimeError(f"engine returned {len(results)} results for {len(frames)} frames")
-    return results
-
-
 def build_engines(base_weights: str, device: str = "cpu"):
     """((config, models) of the base model in gmos_s mode without its refinement stage, (config, models) of the
     geometric mode)."""
@@ -129,6 +114,7 @@ def prepare_cache(data_dir: Path, cache_dir: Path, rows: list[dict], base_weight
     import torch
 
     from gmos_core.engine.refinement import area_resize, refiner_inputs
+    from gmos_core.engine.streaming import run_clip
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     paths = [cache_dir / f"{r['seq_name']}.npz" for r in rows]
@@ -140,8 +126,8 @@ def prepare_cache(data_dir: Path, cache_dir: Path, rows: list[dict], base_weight
     for i, (row, path) in enumerate(todo):
         seq = row["seq_name"]
         frames = read_frames(data_dir, seq)
-        head = np.stack([r.fg_prob for r in run_stream(base_cfg, base, frames)])
-        motion = np.stack([r.motion_prob for r in run_stream(geo_cfg, geo, frames)])
+        head = np.stack([r.fg_prob for r in run_clip(base_cfg, base, frames)])
+        motion = np.stack([r.motion_prob for r in run_clip(geo_cfg, geo, frames)])
         rgb, head_t, motion_t = refiner_inputs(frames, head, motion, pixels)
         target = torch.from_numpy(moving_masks(data_dir, seq, row["time_anno"]).astype(np.float32))[:, None]
         target = area_resize(target, tuple(rgb.shape[-2:]))

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import shlex
 import sys
@@ -81,14 +80,6 @@ class RefinerTrainConfig:
             raise ValueError(f"refiner config crop={self.crop}; expected [h, w], each >= 16")
         if not self.lr > 0:
             raise ValueError(f"refiner config lr={self.lr}; expected > 0")
-
-
-def lr_at(cfg: RefinerTrainConfig, step: int) -> float:
-    warmup = max(1, min(cfg.warmup_steps, cfg.steps // 10))
-    if step < warmup:
-        return cfg.lr * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, cfg.steps - warmup))
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def sample_batch(data: dict, cfg: RefinerTrainConfig, rng: np.random.Generator):
@@ -193,6 +184,7 @@ def main(argv=None) -> int:
 
     from gmos_core.models.motion_refiner import MotionRefiner
     from training import refiner_data as RD
+    from training.default_train import lr_at  # same warm-up (at most a tenth of the run) + cosine to 5 %
 
     cfg = RefinerTrainConfig.from_yaml(args.config) if args.config else RefinerTrainConfig()
     if args.steps is not None:
@@ -261,7 +253,7 @@ def main(argv=None) -> int:
         t_step = time.perf_counter()
         rgb, head, motion, target = sample_batch(data, cfg, rng)
         for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, step)
+            group["lr"] = lr_at(step, cfg)
         logits = refiner(rgb, head, motion)
         loss = loss_fn(logits, target, cfg)
         opt.zero_grad(set_to_none=True)
@@ -278,7 +270,7 @@ def main(argv=None) -> int:
             print(f"time budget {args.time_budget_min} min at {per_step:.2f} s/step: {cfg.steps} steps", flush=True)
         if step % cfg.log_every == 0 or step == cfg.steps:
             arr = np.array(window, dtype=np.float64)
-            row = (step, lr_at(cfg, step - 1), *np.nanmean(arr[:, :4], axis=0), arr[:, 4].mean(),
+            row = (step, lr_at(step - 1, cfg), *np.nanmean(arr[:, :4], axis=0), arr[:, 4].mean(),
                    time.perf_counter() - t_start)
             with log_path.open("a", newline="") as fh:
                 csv.writer(fh).writerow([f"{v:.5g}" if isinstance(v, float) else v for v in row])

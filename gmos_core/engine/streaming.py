@@ -333,6 +333,23 @@ class StreamingEngine:
                            dynamic_mask=np.zeros((height, width), bool), skipped=True, skip_reason=reason)
 
 
+def run_clip(config: EngineConfig, models, frames) -> list[FrameResult]:
+    """Every frame of an in-memory clip through a fresh StreamingEngine, stamped at ``config.fps``: one
+    FrameResult per frame, in frame order (offline scripts: benchmarks, training data)."""
+    if not config.fps:
+        raise ValueError("run_clip needs EngineConfig.fps to stamp the frames")
+    engine = StreamingEngine(config, models)
+    period = int(round(1e9 / config.fps))
+    results = []
+    for i, rgb in enumerate(frames):
+        results.extend(engine.push(rgb, i * period))
+    results.extend(engine.flush())
+    results.sort(key=lambda r: r.frame.index)
+    if len(results) != len(frames):
+        raise RuntimeError(f"engine returned {len(results)} results for {len(frames)} frames")
+    return results
+
+
 def _check_head_and_tracker(config: EngineConfig, models) -> None:
     """The mode needs a head the models have, and a tracker they can run (EngineConfigError otherwise)."""
     if config.mode not in ("gmos_s", "gmos_online", "gmos_offline"):

@@ -1,7 +1,6 @@
 """The refinement stage in the engine (gmos_core.engine.refinement): a default-model file with a ``refiner``
 component makes gmos_s / gmos_online fuse the head's probability with the geometric mode's, exactly as
 training prepared the refiner's inputs; a file without one behaves as before."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,18 +60,18 @@ def _engine(mode, weights, refiner_off=False):
 
 def test_engine_probabilities_are_the_refiner_on_head_and_geometric_inputs(refined_file, clip):
     from gmos_core.engine.refinement import refiner_inputs
-    from training.refiner_data import run_stream
+    from gmos_core.engine.streaming import run_clip
 
     path, base, refiner = refined_file
     cfg, models = _engine("gmos_s", path)
     assert models.refiner is not None and "refinement with the geometric mode" in models.description
-    refined = run_stream(cfg, models, clip)
-    head = np.stack([r.fg_prob for r in run_stream(*_engine("gmos_s", path, refiner_off=True), clip)])
+    refined = run_clip(cfg, models, clip)
+    head = np.stack([r.fg_prob for r in run_clip(*_engine("gmos_s", path, refiner_off=True), clip)])
     from gmos_core.engine import EngineConfig
     from gmos_core.engine.models import build_engine_models
 
     geo_cfg = EngineConfig(mode="geometric", fps=24.0, device="cpu")
-    motion = np.stack([r.motion_prob for r in run_stream(geo_cfg, build_engine_models(geo_cfg), clip)])
+    motion = np.stack([r.motion_prob for r in run_clip(geo_cfg, build_engine_models(geo_cfg), clip)])
     rgb, h, m = refiner_inputs(clip, head, motion, refiner.config.pixels)
     with torch.inference_mode():
         logits = refiner.eval()(rgb, h, m)
@@ -85,11 +84,11 @@ def test_engine_probabilities_are_the_refiner_on_head_and_geometric_inputs(refin
 
 
 def test_online_iou_path_tracks_the_refined_probabilities(refined_file, clip):
-    from training.refiner_data import run_stream
+    from gmos_core.engine.streaming import run_clip
 
     path, base, _ = refined_file
-    probs = np.stack([r.fg_prob for r in run_stream(*_engine("gmos_s", path), clip)])
-    online = run_stream(*_engine("gmos_online", path), clip)
+    probs = np.stack([r.fg_prob for r in run_clip(*_engine("gmos_s", path), clip)])
+    online = run_clip(*_engine("gmos_online", path), clip)
     moving = np.stack([r.dynamic_mask for r in online])
     assert moving.any()
     assert not (moving & (probs <= 0.5)).any()  # moving pixels are components of the refined map
@@ -98,10 +97,10 @@ def test_online_iou_path_tracks_the_refined_probabilities(refined_file, clip):
 
 
 def test_file_without_refiner_keeps_the_head_probabilities(refined_file, clip):
-    from training.refiner_data import run_stream
+    from gmos_core.engine.streaming import run_clip
 
     _, base, _ = refined_file
     cfg, models = _engine("gmos_s", base)
     assert models.refiner is None
-    results = run_stream(cfg, models, clip)
+    results = run_clip(cfg, models, clip)
     assert not any("refiner" in r.timings_ms for r in results)

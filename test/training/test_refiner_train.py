@@ -51,6 +51,7 @@ def test_cached_inputs_are_what_the_engine_computes(tiny_run):
     one clip through the engine's own refinement inputs (a cache made at another size, from other frames or with
     the refiner switched on would differ)."""
     from gmos_core.engine.refinement import refiner_inputs
+    from gmos_core.engine.streaming import run_clip
     from training import refiner_data as RD
 
     out, base = tiny_run
@@ -58,8 +59,8 @@ def test_cached_inputs_are_what_the_engine_computes(tiny_run):
     cached = np.load(out / "cache" / f"{row['seq_name']}.npz")
     frames = RD.read_frames(out / "data", row["seq_name"])
     (bc, bm), (gc, gm) = RD.build_engines(str(base))
-    head = np.stack([r.fg_prob for r in RD.run_stream(bc, bm, frames)])
-    motion = np.stack([r.motion_prob for r in RD.run_stream(gc, gm, frames)])
+    head = np.stack([r.fg_prob for r in run_clip(bc, bm, frames)])
+    motion = np.stack([r.motion_prob for r in run_clip(gc, gm, frames)])
     rgb, head_t, motion_t = refiner_inputs(frames, head, motion, 240 * 136)
     assert cached["rgb"].shape == (10, 3, 136, 240)
     np.testing.assert_allclose(cached["head"].astype(np.float32), head_t[:, 0].numpy(), atol=2e-3)

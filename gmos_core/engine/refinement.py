@@ -9,7 +9,9 @@ probability replaces the head's for everything downstream (components, IoU track
 The three inputs are brought to the refiner's working size the way training prepared them
 (training/refiner_data.py): the head's logits bilinearly upsampled to the source size and passed through a
 sigmoid, the geometric probability at the source size, and the frame, each area-downsampled with
-``F.interpolate(mode="area")``. One instance per stream (a reset builds a new handler and so a new stage).
+``F.interpolate(mode="area")``. The refined map, bilinearly enlarged to the source size, is then snapped to the
+frame's colour edges (gmos_core.engine.edge_snap; ``EngineConfig.extra["edge_snap"]``, an EdgeSnapConfig or
+mapping, default on). One instance per stream (a reset builds a new handler and so a new stage).
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
+
+from gmos_core.engine.edge_snap import EdgeSnapConfig, snap_to_edges
 
 
 def working_size(width: int, height: int, pixels: int) -> tuple[int, int]:
@@ -63,6 +67,7 @@ class RefinementStage:
         # runs too (a few ms) but its tracks are not used
         geometric = getattr(models, "refiner_geometric", None) or GeometricConfig()
         self.geometric = GeometricHandler(config, SimpleNamespace(geometric=geometric))
+        self.edge_snap = edge_snap_config(config)
 
     def refine(self, jobs, head_probs: np.ndarray, video_hw) -> tuple[np.ndarray, dict]:
         """(N, H, W) refined probabilities for the jobs' frames (in order) and per-frame timings (ms)."""
@@ -79,14 +84,37 @@ class RefinementStage:
             up = F.interpolate(logits, size=tuple(video_hw), mode="bilinear", align_corners=False)
             probs = torch.sigmoid(up)[:, 0].cpu().numpy()
         t2 = time.perf_counter()
+        if self.edge_snap.enabled:
+            probs = np.stack([snap_to_edges(job.frame.rgb, prob, self.edge_snap) for job, prob in zip(jobs, probs)])
+        t3 = time.perf_counter()
         n = max(1, len(jobs))
-        return probs, {"geometric_prior": 1000.0 * (t1 - t0) / n, "refiner": 1000.0 * (t2 - t1) / n}
+        timings = {"geometric_prior": 1000.0 * (t1 - t0) / n, "refiner": 1000.0 * (t2 - t1) / n}
+        if self.edge_snap.enabled:
+            timings["edge_snap"] = 1000.0 * (t3 - t2) / n
+        return probs, timings
 
     def retained(self) -> dict[str, int]:
         return {f"refiner_{k}": v for k, v in self.geometric.retained().items()}
 
     def close(self) -> None:
         self.geometric.close()
+
+
+def edge_snap_config(config) -> EdgeSnapConfig:
+    """The EdgeSnapConfig of an EngineConfig (``extra["edge_snap"]``: an EdgeSnapConfig, a mapping of its fields,
+    or absent for the defaults)."""
+    value = config.extra.get("edge_snap")
+    if value is None:
+        return EdgeSnapConfig()
+    if isinstance(value, EdgeSnapConfig):
+        return value
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(EdgeSnapConfig.__dataclass_fields__))
+        if unknown:
+            raise TypeError(f"EngineConfig.extra['edge_snap']: unknown field(s) {unknown}; expected some of "
+                            f"{sorted(EdgeSnapConfig.__dataclass_fields__)}")
+        return EdgeSnapConfig(**value)
+    raise TypeError(f"EngineConfig.extra['edge_snap']={value!r}: expected an EdgeSnapConfig or a mapping of its fields")
 
 
 def head_probabilities(head_out: dict, video_hw):

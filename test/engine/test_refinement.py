@@ -46,24 +46,28 @@ def clip():
     return [render_frame(scene, t)[0] for t in range(scene.num_frames)]
 
 
-def _engine(mode, weights, refiner_off=False):
+def _engine(mode, weights, refiner_off=False, edge_snap=None):
     from gmos_core.engine import EngineConfig
     from gmos_core.engine.models import WeightPaths, build_engine_models
 
     cfg = EngineConfig(mode=mode, fps=24.0, pixel_limit=30000, device="cpu", tracker="iou" if mode != "gmos_s"
                        else "auto")
+    if edge_snap is not None:
+        cfg.extra["edge_snap"] = edge_snap
     models = build_engine_models(cfg, weights=WeightPaths(head=str(weights)))
     if refiner_off:
         models.refiner = None
     return cfg, models
 
 
-def test_engine_probabilities_are_the_refiner_on_head_and_geometric_inputs(refined_file, clip):
+@pytest.mark.parametrize("snap", [True, False], ids=["edge-snap", "no-edge-snap"])
+def test_engine_probabilities_are_the_refiner_on_head_and_geometric_inputs(refined_file, clip, snap):
+    from gmos_core.engine.edge_snap import EdgeSnapConfig, snap_to_edges
     from gmos_core.engine.refinement import refiner_inputs
     from gmos_core.engine.streaming import run_clip
 
     path, base, refiner = refined_file
-    cfg, models = _engine("gmos_s", path)
+    cfg, models = _engine("gmos_s", path, edge_snap=None if snap else {"enabled": False})
     assert models.refiner is not None and "refinement with the geometric mode" in models.description
     refined = run_clip(cfg, models, clip)
     head = np.stack([r.fg_prob for r in run_clip(*_engine("gmos_s", path, refiner_off=True), clip)])
@@ -77,10 +81,14 @@ def test_engine_probabilities_are_the_refiner_on_head_and_geometric_inputs(refin
         logits = refiner.eval()(rgb, h, m)
         expected = torch.sigmoid(torch.nn.functional.interpolate(
             logits, size=clip[0].shape[:2], mode="bilinear", align_corners=False))[:, 0].numpy()
+    if snap:  # the default: the refined map snapped to each frame's colour edges
+        expected = np.stack([snap_to_edges(f, p, EdgeSnapConfig()) for f, p in zip(clip, expected)])
     got = np.stack([r.fg_prob for r in refined])
     assert np.abs(got - head).max() > 0.2  # the stage changes the output ...
     np.testing.assert_allclose(got, expected, atol=1e-4)  # ... exactly as the refiner on the engine's inputs
-    assert all({"geometric_prior", "refiner"} <= set(r.timings_ms) for r in refined)
+    stages = {"geometric_prior", "refiner"} | ({"edge_snap"} if snap else set())
+    assert all(stages <= set(r.timings_ms) for r in refined)
+    assert snap == all("edge_snap" in r.timings_ms for r in refined)
 
 
 def test_online_iou_path_tracks_the_refined_probabilities(refined_file, clip):
@@ -92,8 +100,8 @@ def test_online_iou_path_tracks_the_refined_probabilities(refined_file, clip):
     moving = np.stack([r.dynamic_mask for r in online])
     assert moving.any()
     assert not (moving & (probs <= 0.5)).any()  # moving pixels are components of the refined map
-    engine_retained = [k for k in online[0].timings_ms if k in ("geometric_prior", "refiner")]
-    assert engine_retained == ["geometric_prior", "refiner"]
+    engine_retained = [k for k in online[0].timings_ms if k in ("geometric_prior", "refiner", "edge_snap")]
+    assert engine_retained == ["geometric_prior", "refiner", "edge_snap"]
 
 
 def test_file_without_refiner_keeps_the_head_probabilities(refined_file, clip):
@@ -104,3 +112,14 @@ def test_file_without_refiner_keeps_the_head_probabilities(refined_file, clip):
     assert models.refiner is None
     results = run_clip(cfg, models, clip)
     assert not any("refiner" in r.timings_ms for r in results)
+
+
+def test_bad_edge_snap_settings_are_named(refined_file):
+    from gmos_core.engine.edge_snap import EdgeSnapConfigError
+    from gmos_core.engine.streaming import run_clip
+
+    path, _, _ = refined_file
+    with pytest.raises(TypeError, match="unknown field.*radius"):
+        run_clip(*_engine("gmos_s", path, edge_snap={"radius": 3}), [])
+    with pytest.raises(EdgeSnapConfigError, match="threshold"):
+        run_clip(*_engine("gmos_s", path, edge_snap={"threshold": 1.5}), [])

@@ -113,7 +113,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 
         import cv2
     elif refiner is not None:  # the default model's refinement stage: the geometric prior and the refiner
-        stages = tuple(s for s in STAGES if s != "total") + ("geometric_prior", "refiner", "total")
+        stages = tuple(s for s in STAGES if s != "total") + ("geometric_prior", "refiner", "edge_snap", "total")
     else:
         stages = STAGES
     report = {

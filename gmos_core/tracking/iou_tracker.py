@@ -17,8 +17,10 @@ track id, moving/static state, motion probability and predicted IoU):
    above ``birth_min_iou``) starts a new track (ids are never reused while alive; at most ``max_tracks``).
    Objects that never moved are not tracked (MOS-I is about moving objects), but a tracked object that stops
    stays tracked, as *static*.
-5. **Death**: a track unmatched for more than ``max_missed_frames`` consecutive frames is removed; one that
-   comes back within that many frames keeps its id.
+5. **Confirmation and death**: a new track is output only once it has been matched on ``confirm_frames``
+   frames in a row (1 = from its first frame); a track not yet confirmed is dropped the first frame it goes
+   unmatched (flickering fragments never show). A confirmed track unmatched for more than ``max_missed_frames``
+   consecutive frames is removed; one that comes back within that many frames keeps its id.
 6. **Motion state with hysteresis**: the motion probability is smoothed per track (exponential, weight
    ``motion_smoothing`` on the newest frame); a static track becomes moving when the smoothed value rises above
    ``moving_on``, a moving one becomes static only when it falls below ``moving_off`` (< ``moving_on``), so a
@@ -59,6 +61,7 @@ class IouTrackerConfig:
     min_area_fraction:  proposals smaller than this fraction of the frame are ignored (noise).
     max_tracks:         live tracks at most (births beyond it are refused).
     predict_motion:     shift a track's mask by its smoothed velocity before matching.
+    confirm_frames:     matched frames in a row before a new track is output (1 = at once).
     """
 
     # match_iou, max_missed_frames and min_area_fraction: chosen on the default model's VALIDATION split
@@ -75,6 +78,7 @@ class IouTrackerConfig:
     min_area_fraction: float = 0.002
     max_tracks: int = 64
     predict_motion: bool = True
+    confirm_frames: int = 1
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> IouTrackerConfigError:
@@ -91,7 +95,7 @@ class IouTrackerConfig:
             raise bad("motion_smoothing", "a number in (0, 1]")
         if not self.moving_off < self.moving_on:
             raise bad("moving_off", f"a value below moving_on={self.moving_on} (hysteresis)")
-        for name, low in (("max_missed_frames", 0), ("max_tracks", 1)):
+        for name, low in (("max_missed_frames", 0), ("max_tracks", 1), ("confirm_frames", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise bad(name, f"an integer >= {low}")
@@ -254,28 +258,34 @@ class IouTracker:
 
         seen: list[tuple[_Track, np.ndarray]] = []
         matched_tracks = set(matched.values())
+        born = []  # tracks output for the first time on this frame
         for p, position in matched.items():
             track = self._tracks[position]
             self._update(track, masks[p], boxes[p], float(motions[p]), float(ious[p]))
-            seen.append((track, masks[p]))
+            if track.age >= cfg.confirm_frames:
+                seen.append((track, masks[p]))
+                if track.age == cfg.confirm_frames:
+                    born.append(track.track_id)
         removed = []
         survivors = []
         for position, track in enumerate(self._tracks):
             if position not in matched_tracks:
                 track.missed += 1
-                if track.missed > cfg.max_missed_frames:
-                    removed.append(track.track_id)
+                confirmed = track.age >= cfg.confirm_frames
+                if not confirmed or track.missed > cfg.max_missed_frames:
+                    if confirmed:
+                        removed.append(track.track_id)
                     continue
             survivors.append(track)
         self._tracks = survivors
-        born = []
         for p in range(len(masks)):
             if p in matched or len(self._tracks) >= cfg.max_tracks:
                 continue
             if motions[p] > cfg.birth_motion and (cfg.birth_min_iou == 0 or ious[p] > cfg.birth_min_iou):
                 track = self._birth(masks[p], boxes[p], float(motions[p]), float(ious[p]))
-                born.append(track.track_id)
-                seen.append((track, masks[p]))
+                if cfg.confirm_frames == 1:
+                    born.append(track.track_id)
+                    seen.append((track, masks[p]))
 
         labels = np.zeros((height, width), np.uint16)
         moving_ids = np.zeros(MAX_TRACK_ID + 2, bool)  # lookup: label value -> moving on this frame

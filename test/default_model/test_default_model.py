@@ -19,7 +19,8 @@ STATIC_SEEDS = (990_002, 990_004, 990_006)
 # including seeds not used here). gmos-default-s4 with edge snapping: moving IoU 0.956 / 1.0 / 0.919 (mean 0.958;
 # without edge snapping 0.858 / 0.699 / 0.669, mean 0.742; s3 without its refinement stage: 0.709 / 0.485 / 0.405,
 # mean 0.533) -> require > 0.85, which the unsnapped map, s3, the first default model s1 (mean 0.075), a
-# collapsed model (nothing moving: 0) or a mask over everything (IoU = object area ~0.02-0.05) fails; static-only clips flagged 0.0 / 0.0 / 0.0 of frames (s3: 0.10 / 0.45 / 0.0, mean 0.18) -> require <= 0.15
+# collapsed model (nothing moving: 0) or a mask over everything (IoU = object area ~0.02-0.05) fails;
+# static-only clips flagged 0.0 / 0.0 / 0.0 of frames (s3: 0.10 / 0.45 / 0.0, mean 0.18) -> require <= 0.15
 # (about 9 of the 60 frames), which s3 and "everything moves" (1.0) fail.
 # These tests guard against regressions; the held-out benchmark (docs/default_model.md) measures quality.
 MIN_MEAN_IOU = 0.85

@@ -76,6 +76,28 @@ def test_object_returning_within_max_missed_keeps_its_id_and_later_one_is_new():
     assert tracker.track_ids == [1, 2]
 
 
+def test_confirmation_hides_flickering_fragments_and_delays_new_tracks():
+    """confirm_frames=3: an object seen on 3 frames in a row shows from its 3rd frame (reported new then); a
+    fragment seen on 2 frames, then gone, then back, never shows; with the default (1) both show at once."""
+    obj, frag = square(4, 10), square(20, 60)
+    frag_on = {0, 1, 3, 4, 6}  # never 3 frames in a row
+    tracker, eager = IouTracker(IouTrackerConfig(confirm_frames=3)), IouTracker()
+    shown, new, shown_eager = [], [], []
+    for t in range(8):
+        masks = [obj] + ([frag] if t in frag_on else [])
+        out = tracker.step(frame(masks))
+        shown.append(sorted(out.info))
+        new.append(out.new_track_ids)
+        assert out.removed_track_ids == []  # unconfirmed tracks leave silently
+        shown_eager.append(len(eager.step(frame(masks)).info))
+    assert shown == [[], [], [1]] + [[1]] * 5
+    assert new == [[], [], [0]] + [[]] * 5
+    assert np.all(tracker.step(frame([obj])).labels[obj] == 1)
+    assert shown_eager == [1 + (t in frag_on) for t in range(8)]
+    with pytest.raises(IouTrackerConfigError, match="confirm_frames"):
+        IouTrackerConfig(confirm_frames=0)
+
+
 def test_hysteresis_of_the_motion_state():
     config = IouTrackerConfig(motion_smoothing=1.0, moving_on=0.5, moving_off=0.3)
     tracker = IouTracker(config)

@@ -27,35 +27,29 @@ def main(argv=None) -> int:
     step = [int(r["step"]) for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     if "head_iou" in rows[0]:  # the refinement stage's log
-        a.plot(step, [float(r["loss"]) for r in rows], label="BCE + Dice")
-        a.set_xlabel("step")
-        a.set_title("training loss")
-        a.legend()
-        for column, label in (("train_iou", "refined"), ("head_iou", "GMOS-S head alone"),
-                              ("motion_iou", "geometric mode alone")):
-            b.plot(step, [float(r[column]) for r in rows], label=label)
-        b.set_xlabel("step")
-        b.set_ylim(0, 1)
-        b.set_title("IoU on the training crops with motion")
-        b.legend()
-        fig.suptitle(args.title)
-        fig.tight_layout()
-        fig.savefig(args.out, dpi=100)
-        print(args.out)
-        return 0
-    proposer = "train_moving_iou" in rows[0]  # the instance variant logs other loss terms
-    a.plot(step, [float(r["loss"]) for r in rows], label="total")
-    for column, label in ((("mask", "mask (focal + Dice)"), ("motion", "motion BCE")) if proposer else
-                          (("bce", "BCE"), ("dice", "Dice"))):
+        loss_lines = (("loss", "BCE + Dice"),)
+        iou_lines = (("train_iou", "refined"), ("head_iou", "GMOS-S head alone"), ("motion_iou", "geometric mode alone"))
+        iou_title = "IoU on the training crops with motion"
+    elif "train_moving_iou" in rows[0]:  # the instance variant logs other loss terms
+        loss_lines = (("loss", "total"), ("mask", "mask (focal + Dice)"), ("motion", "motion BCE"))
+        iou_lines = (("train_moving_iou", None),)
+        iou_title = "train IoU of the queries matched to moving objects"
+    else:
+        loss_lines = (("loss", "total"), ("bce", "BCE"), ("dice", "Dice"))
+        iou_lines = (("train_fg_iou", None),)
+        iou_title = "train IoU (windows with a moving object)"
+    for column, label in loss_lines:
         a.plot(step, [float(r[column]) for r in rows], label=label)
     a.set_xlabel("step")
     a.set_title("training loss")
     a.legend()
-    iou_column = "train_moving_iou" if proposer else "train_fg_iou"
-    b.plot(step, [float(r[iou_column]) for r in rows], color="tab:green")
+    for column, label in iou_lines:
+        b.plot(step, [float(r[column]) for r in rows], label=label, color=None if label else "tab:green")
+    if len(iou_lines) > 1:
+        b.legend()
     b.set_xlabel("step")
     b.set_ylim(0, 1)
-    b.set_title("train IoU of the queries matched to moving objects" if proposer else "train IoU (windows with a moving object)")
+    b.set_title(iou_title)
     fig.suptitle(args.title)
     fig.tight_layout()
     fig.savefig(args.out, dpi=100)

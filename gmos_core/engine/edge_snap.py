@@ -16,7 +16,8 @@ Settings (``EdgeSnapConfig``) were chosen on the VALIDATION split of the synthet
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Optional
 
 import numpy as np
 
@@ -56,6 +57,23 @@ class EdgeSnapConfig:
         if isinstance(self.grid_short_side, bool) or not isinstance(self.grid_short_side, int) \
                 or self.grid_short_side < 8:
             raise bad("grid_short_side", "an integer >= 8")
+
+    @classmethod
+    def from_mapping(cls, values: Optional[dict]) -> "EdgeSnapConfig":
+        """From a {name: value} mapping (e.g. EngineConfig.extra['edge_snap']), an EdgeSnapConfig, or None for the
+        defaults; unknown names are an error (as GeometricConfig.from_mapping)."""
+        if values is None:
+            return cls()
+        if isinstance(values, cls):
+            return values
+        if not isinstance(values, dict):
+            raise TypeError(f"EngineConfig.extra['edge_snap']={values!r}: expected an EdgeSnapConfig or a mapping of "
+                            "its fields")
+        names = sorted(f.name for f in fields(cls))
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise TypeError(f"EngineConfig.extra['edge_snap']: unknown field(s) {unknown}; expected some of {names}")
+        return cls(**values)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -67,7 +67,7 @@ class RefinementStage:
         # runs too (a few ms) but its tracks are not used
         geometric = getattr(models, "refiner_geometric", None) or GeometricConfig()
         self.geometric = GeometricHandler(config, SimpleNamespace(geometric=geometric))
-        self.edge_snap = edge_snap_config(config)
+        self.edge_snap = EdgeSnapConfig.from_mapping(config.extra.get("edge_snap"))
 
     def refine(self, jobs, head_probs: np.ndarray, video_hw) -> tuple[np.ndarray, dict]:
         """(N, H, W) refined probabilities for the jobs' frames (in order) and per-frame timings (ms)."""
@@ -98,23 +98,6 @@ class RefinementStage:
 
     def close(self) -> None:
         self.geometric.close()
-
-
-def edge_snap_config(config) -> EdgeSnapConfig:
-    """The EdgeSnapConfig of an EngineConfig (``extra["edge_snap"]``: an EdgeSnapConfig, a mapping of its fields,
-    or absent for the defaults)."""
-    value = config.extra.get("edge_snap")
-    if value is None:
-        return EdgeSnapConfig()
-    if isinstance(value, EdgeSnapConfig):
-        return value
-    if isinstance(value, dict):
-        unknown = sorted(set(value) - set(EdgeSnapConfig.__dataclass_fields__))
-        if unknown:
-            raise TypeError(f"EngineConfig.extra['edge_snap']: unknown field(s) {unknown}; expected some of "
-                            f"{sorted(EdgeSnapConfig.__dataclass_fields__)}")
-        return EdgeSnapConfig(**value)
-    raise TypeError(f"EngineConfig.extra['edge_snap']={value!r}: expected an EdgeSnapConfig or a mapping of its fields")
 
 
 def head_probabilities(head_out: dict, video_hw):

@@ -264,13 +264,19 @@ def main(argv=None) -> int:
     notes, timing = [], {}
 
     model_name = None
-    set_stamp = json.dumps(meta["wanted"]) + f" frames={args.frames} size={w}x{h}"
+    from gmos_core.tracking import IouTrackerConfig
+
+    # the effective tracker settings (defaults included) are part of every stamp: --reuse must not keep
+    # predictions made with other tracker defaults
+    effective_tracker = IouTrackerConfig(**(tracker_config or {})).to_dict()
+    set_stamp = (json.dumps(meta["wanted"]) + f" frames={args.frames} size={w}x{h}"
+                 + f" tracker_defaults={json.dumps(IouTrackerConfig().to_dict(), sort_keys=True)}")
     if "default" in methods or "default-fgbg" in methods:
         config, models, info, wpath = build_default(args.weights, args.device, tracker_config)
         model_name = info.name
         st = wpath.stat()
         stamp = (f"{set_stamp} weights={wpath.resolve()} size={st.st_size} mtime={st.st_mtime_ns} "
-                 f"tracker={json.dumps(tracker_config, sort_keys=True)}")
+                 f"tracker={json.dumps(effective_tracker, sort_keys=True)}")
     if ("default" in methods or "default-fgbg" in methods) and not (
             args.reuse and _done(pred_root / "default", stamp) and _done(pred_root / "default-fgbg", stamp)):
         t0, n_frames = time.perf_counter(), 0

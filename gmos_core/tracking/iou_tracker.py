@@ -62,6 +62,11 @@ class IouTrackerConfig:
     max_tracks:         live tracks at most (births beyond it are refused).
     predict_motion:     shift a track's mask by its smoothed velocity before matching.
     confirm_frames:     matched frames in a row before a new track is output (1 = at once).
+    reid_distance:      re-identification of lost tracks (0 = off): a proposal left unmatched by the IoU step may
+                        continue a track that went unseen (missed >= 1) when its centroid is within this many
+                        equivalent diameters (sqrt(area)) of the track's last or predicted centroid ...
+    reid_area_ratio:    ... and the two areas differ by at most this factor. The nearest such track wins
+                        (Hungarian on the distance).
     """
 
     # match_iou, max_missed_frames and min_area_fraction: chosen on the default model's VALIDATION split
@@ -69,7 +74,7 @@ class IouTrackerConfig:
     # thresholds"): from 0.2 / 8 / 0.0005, MOS-I mtIoU 0.092 -> 0.103, J_mov 0.249 -> 0.278, false-positive tracks
     # 0.60 -> 0.38 per frame. The area floor does most of it (fragments under 0.2 % of the frame are noise).
     match_iou: float = 0.1
-    max_missed_frames: int = 16
+    max_missed_frames: int = 40
     birth_motion: float = 0.5
     birth_min_iou: float = 0.0
     moving_on: float = 0.5
@@ -79,6 +84,10 @@ class IouTrackerConfig:
     max_tracks: int = 64
     predict_motion: bool = True
     confirm_frames: int = 1
+    # reid_*: chosen on the VALIDATION split with benchmarks/tracker_sweep.py (docs/default_model.md,
+    # "Re-identification"): mtIoU 0.432 -> 0.481; plateau from 5 diameters up and area ratio 3 up.
+    reid_distance: float = 5.0
+    reid_area_ratio: float = 3.0
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> IouTrackerConfigError:
@@ -99,6 +108,10 @@ class IouTrackerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise bad(name, f"an integer >= {low}")
+        for name, low in (("reid_distance", 0.0), ("reid_area_ratio", 1.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low <= value < math.inf):
+                raise bad(name, f"a finite number >= {low}")
         if self.max_tracks > MAX_TRACK_ID:
             raise bad("max_tracks", f"an integer <= {MAX_TRACK_ID}")
         if not isinstance(self.predict_motion, bool):
@@ -255,6 +268,8 @@ class IouTracker:
 
             rows, cols = linear_sum_assignment(-iou)
             matched = {int(r): int(c) for r, c in zip(rows, cols) if iou[r, c] >= cfg.match_iou}
+        if cfg.reid_distance > 0:
+            matched.update(self._reidentify(masks, boxes, areas[keep], matched))
 
         seen: list[tuple[_Track, np.ndarray]] = []
         matched_tracks = set(matched.values())
@@ -318,6 +333,42 @@ class IouTracker:
                 if inter:
                     iou[i, j] = inter / float(areas[i] + track_area - inter)
         return iou
+
+    def _reidentify(self, masks: np.ndarray, boxes, areas, matched: dict[int, int]) -> dict[int, int]:
+        """Proposals the IoU step left unmatched -> lost tracks (missed >= 1) by centroid distance.
+
+        Why: an object that stops leaves no foreground (GMOS-S and the refiner mark only what moves), and one
+        that is occluded leaves none either; when it moves again or reappears, its mask rarely overlaps the
+        track's last mask shifted by a velocity measured before the stop, so the IoU step would give it a new
+        id, and MOS-I matches one prediction id per object for the whole sequence."""
+        cfg = self.config
+        used = set(matched.values())
+        free_props = [i for i in range(len(masks)) if i not in matched]
+        lost = [j for j, t in enumerate(self._tracks) if t.missed >= 1 and j not in used]
+        if not free_props or not lost:
+            return {}
+        cost = np.full((len(free_props), len(lost)), np.inf)
+        for a, i in enumerate(free_props):
+            y0, x0, y1, x1 = boxes[i]
+            centroid = _centroid(masks[i, y0:y1, x0:x1], y0, x0)
+            for b, j in enumerate(lost):
+                track = self._tracks[j]
+                ratio = max(areas[i], track.area) / max(1, min(areas[i], track.area))
+                if ratio > cfg.reid_area_ratio:
+                    continue
+                top, left = track.predicted_origin(cfg.predict_motion)
+                predicted = (track.centroid[0] + top - track.top, track.centroid[1] + left - track.left)
+                scale = math.sqrt(max(areas[i], track.area))
+                distance = min(math.dist(centroid, track.centroid), math.dist(centroid, predicted)) / scale
+                if distance <= cfg.reid_distance:
+                    cost[a, b] = distance
+        if not np.isfinite(cost).any():
+            return {}
+        from scipy.optimize import linear_sum_assignment
+
+        finite = np.where(np.isfinite(cost), cost, 1e9)
+        rows, cols = linear_sum_assignment(finite)
+        return {free_props[r]: lost[c] for r, c in zip(rows, cols) if np.isfinite(cost[r, c])}
 
     def _smooth_state(self, track: _Track, motion: float) -> None:
         cfg = self.config

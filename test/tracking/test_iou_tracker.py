@@ -49,10 +49,12 @@ def test_two_crossing_objects_keep_their_ids():
 
 def test_velocity_prediction_is_what_keeps_fast_objects():
     """An 8-px square accelerating to 7 px/frame overlaps its previous mask by 1 column (IoU 1/15 < match_iou
-    0.1): without the constant-velocity prediction each such frame starts a new track."""
+    0.1): without the constant-velocity prediction each such frame starts a new track. (Re-identification is
+    off here: it would give the lost track back its id a frame later, and this test is about the IoU step.)"""
     lefts = np.cumsum([2, 3, 3, 5, 7, 7, 7, 7])
     frames = [square(12, int(x)) for x in lefts]
-    with_prediction, without = IouTracker(), IouTracker(IouTrackerConfig(predict_motion=False))
+    with_prediction = IouTracker(IouTrackerConfig(reid_distance=0.0))
+    without = IouTracker(IouTrackerConfig(predict_motion=False, reid_distance=0.0))
     ids_with = [sorted(with_prediction.step(frame([m])).info) for m in frames]
     ids_without = [sorted(without.step(frame([m])).info) for m in frames]
     assert ids_with == [[1]] * 8
@@ -74,6 +76,38 @@ def test_object_returning_within_max_missed_keeps_its_id_and_later_one_is_new():
             assert out.removed_track_ids == [0]  # 4th consecutive missed frame
     assert timeline == [[1]] * 3 + [[]] * 3 + [[1]] + [[]] * 4 + [[3]] * 3
     assert tracker.track_ids == [1, 2]
+
+
+def test_reidentification_after_a_stop_keeps_the_id():
+    """A moving object vanishes (it stopped: GMOS-S shows only what moves) for 10 frames, then moves again 12 px
+    away from where it was last seen (no overlap with its last mask, nor with the mask shifted by its old
+    velocity): re-identification gives it its id back. Without it (reid_distance 0) it is a new track; so is
+    a proposal farther than reid_distance diameters, or one whose area differs by more than reid_area_ratio."""
+    def run(config, reappear):
+        tracker = IouTracker(config)
+        ids = []
+        for t in range(4):
+            ids.append(sorted(tracker.step(frame([square(4, 10 + 2 * t)])).info))
+        for _ in range(10):
+            tracker.step(frame([]))
+        ids.append(sorted(tracker.step(frame([reappear])).info))
+        return ids
+
+    config = IouTrackerConfig(reid_distance=2.0, reid_area_ratio=3.0, max_missed_frames=40)
+    # last seen at column 16 (8 px wide, equivalent diameter 8): back at column 4, 12 px = 1.5 diameters away
+    # (on the side opposite its old velocity, so the shifted mask is farther still: no IoU match)
+    assert run(config, square(4, 4)) == [[1]] * 5
+    assert run(IouTrackerConfig(reid_distance=0.0, max_missed_frames=40), square(4, 4)) == [[1]] * 4 + [[2]]
+    assert run(config, square(20, 60)) == [[1]] * 4 + [[2]]  # 6 diameters away
+    big = np.zeros((H, W), bool)
+    big[2:18, 0:16] = True  # 4x the area, centroid 0.8 diameters (of the larger) away
+    assert run(config, big) == [[1]] * 4 + [[2]]
+    assert run(IouTrackerConfig(reid_distance=2.0, reid_area_ratio=5.0, max_missed_frames=40), big) == [[1]] * 5
+    # a track that died (more than max_missed_frames unseen) is not re-identified
+    assert run(IouTrackerConfig(reid_distance=2.0, max_missed_frames=5), square(4, 4)) == [[1]] * 4 + [[2]]
+    for bad in ({"reid_distance": -1.0}, {"reid_area_ratio": 0.5}, {"reid_distance": float("inf")}):
+        with pytest.raises(IouTrackerConfigError, match=next(iter(bad))):
+            IouTrackerConfig(**bad)
 
 
 def test_confirmation_hides_flickering_fragments_and_delays_new_tracks():
@@ -145,7 +179,7 @@ def test_memory_is_bounded_and_ids_wrap():
         sizes.append(tracker.retained_state_size()["tracks"])
     assert max(sizes) == 5 and tracker._next_id > 100
     # ids wrap before 65535 (uint16 labels) and never collide with a live track
-    tracker.reset()
+    tracker = IouTracker(IouTrackerConfig(reid_distance=0.0))  # each square a new object, not a re-appearance
     tracker._next_id = 65533
     ids = [sorted(tracker.step(frame([square(0, 16 * i)])).info)[0] - 1 for i in range(4)]
     assert ids == [65533, 65534, 0, 1]

@@ -269,8 +269,15 @@ def main(argv=None) -> int:
     # the effective tracker settings (defaults included) are part of every stamp: --reuse must not keep
     # predictions made with other tracker defaults
     effective_tracker = IouTrackerConfig(**(tracker_config or {})).to_dict()
+    import hashlib
+
+    import gmos_core.tracking.iou_tracker as tracker_module
+
+    # ... and so is the tracker's code (a change of its logic leaves the settings unchanged)
+    tracker_code = hashlib.sha1(Path(tracker_module.__file__).read_bytes()).hexdigest()[:12]
     set_stamp = (json.dumps(meta["wanted"]) + f" frames={args.frames} size={w}x{h}"
-                 + f" tracker_defaults={json.dumps(IouTrackerConfig().to_dict(), sort_keys=True)}")
+                 + f" tracker_defaults={json.dumps(IouTrackerConfig().to_dict(), sort_keys=True)}"
+                 + f" tracker_code={tracker_code}")
     if "default" in methods or "default-fgbg" in methods:
         config, models, info, wpath = build_default(args.weights, args.device, tracker_config)
         model_name = info.name

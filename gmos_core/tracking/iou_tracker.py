@@ -13,6 +13,11 @@ track id, moving/static state, motion probability and predicted IoU):
 3. **Association**: mask IoU between every proposal and every predicted track mask, Hungarian matching
    (``scipy.optimize.linear_sum_assignment``) maximising the total IoU; a pair counts only with IoU >=
    ``match_iou``.
+3b. **Re-identification**: a proposal the IoU step left unmatched may continue a track that went unseen for a
+   while (an object that stopped, so GMOS-S no longer marks it, or was occluded) when it is within
+   ``reid_distance`` equivalent diameters of the track's last or predicted centroid and its area is within
+   ``reid_area_ratio`` of the track's last or recent full size; nearest first (Hungarian on the distance).
+   MOS-I matches one predicted id per object for the whole sequence, so a new id after a stop loses the rest.
 4. **Birth**: an unmatched proposal whose motion probability is above ``birth_motion`` (and predicted IoU
    above ``birth_min_iou``) starts a new track (ids are never reused while alive; at most ``max_tracks``).
    Objects that never moved are not tracked (MOS-I is about moving objects), but a tracked object that stops
@@ -40,6 +45,7 @@ import numpy as np
 from gmos_core.engine.result import MotionState
 
 MAX_TRACK_ID = 65534  # label value track_id + 1 must fit uint16
+REF_AREA_DECAY = 0.9
 
 
 class IouTrackerConfigError(ValueError):
@@ -187,6 +193,10 @@ class _Track:
     velocity: tuple[float, float] = (0.0, 0.0)  # smoothed centroid displacement per frame (dy, dx)
     missed: int = 0
     age: int = 1
+    # the object's recent full size: the area, decaying by REF_AREA_DECAY per matched frame unless a larger mask
+    # renews it. An object that stops fades out of a GMOS-S mask over a few frames, so its last mask is often a
+    # fragment; re-identification compares a returning object with this as well as with the last mask.
+    ref_area: float = 0.0
 
     @property
     def area(self) -> int:
@@ -353,12 +363,12 @@ class IouTracker:
             centroid = _centroid(masks[i, y0:y1, x0:x1], y0, x0)
             for b, j in enumerate(lost):
                 track = self._tracks[j]
-                ratio = max(areas[i], track.area) / max(1, min(areas[i], track.area))
+                ratio = min(max(areas[i], ref) / max(1.0, min(areas[i], ref)) for ref in (track.area, track.ref_area))
                 if ratio > cfg.reid_area_ratio:
                     continue
                 top, left = track.predicted_origin(cfg.predict_motion)
                 predicted = (track.centroid[0] + top - track.top, track.centroid[1] + left - track.left)
-                scale = math.sqrt(max(areas[i], track.area))
+                scale = math.sqrt(max(areas[i], track.area, track.ref_area))
                 distance = min(math.dist(centroid, track.centroid), math.dist(centroid, predicted)) / scale
                 if distance <= cfg.reid_distance:
                     cost[a, b] = distance
@@ -385,6 +395,7 @@ class IouTracker:
         shift = ((centroid[0] - track.centroid[0]) / steps, (centroid[1] - track.centroid[1]) / steps)
         track.velocity = shift if track.age == 1 else tuple(0.5 * v + 0.5 * s for v, s in zip(track.velocity, shift))
         track.crop, track.top, track.left, track.centroid = mask[y0:y1, x0:x1].copy(), y0, x0, centroid
+        track.ref_area = max(float(track.area), REF_AREA_DECAY * track.ref_area)
         track.predicted_iou = iou
         track.missed = 0
         track.age += 1
@@ -399,6 +410,7 @@ class IouTracker:
                        centroid=_centroid(mask[y0:y1, x0:x1], y0, x0), motion=motion,
                        state=MotionState.MOVING if motion > self.config.moving_on else MotionState.STATIC,
                        predicted_iou=iou)
+        track.ref_area = float(track.area)
         self._next_id = (self._next_id + 1) % (MAX_TRACK_ID + 1)
         self._tracks.append(track)
         return track

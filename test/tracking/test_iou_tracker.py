@@ -110,6 +110,23 @@ def test_reidentification_after_a_stop_keeps_the_id():
             IouTrackerConfig(**bad)
 
 
+def test_reidentification_compares_with_the_objects_recent_size_not_its_last_fragment():
+    """An object that stops fades out of a GMOS-S mask over a few frames: its last mask is a fragment (here a
+    quarter of it). When it moves again at full size, the area ratio to that fragment (4) is above
+    reid_area_ratio (3), but not the ratio to its recent full size, so it keeps its id."""
+    tracker = IouTracker(IouTrackerConfig(reid_distance=2.0, reid_area_ratio=3.0, max_missed_frames=40))
+    full = square(8, 20, size=12)
+    fragment = np.zeros((H, W), bool)
+    fragment[8:14, 20:26] = True  # 36 px of the 144
+    ids = [sorted(tracker.step(frame([full])).info) for _ in range(3)]
+    ids.append(sorted(tracker.step(frame([fragment])).info))
+    for _ in range(6):
+        tracker.step(frame([]))
+    ids.append(sorted(tracker.step(frame([square(8, 34, size=12)])).info))  # 14 px right: no overlap
+    assert ids == [[1]] * 5
+    assert tracker.track_ids == [0]
+
+
 def test_confirmation_hides_flickering_fragments_and_delays_new_tracks():
     """confirm_frames=3: an object seen on 3 frames in a row shows from its 3rd frame (reported new then); a
     fragment seen on 2 frames, then gone, then back, never shows; with the default (1) both show at once."""

@@ -71,8 +71,11 @@ class IouTrackerConfig:
     reid_distance:      re-identification of lost tracks (0 = off): a proposal left unmatched by the IoU step may
                         continue a track that went unseen (missed >= 1) when its centroid is within this many
                         equivalent diameters (sqrt(area)) of the track's last or predicted centroid ...
-    reid_area_ratio:    ... and the two areas differ by at most this factor. The nearest such track wins
-                        (Hungarian on the distance).
+    reid_area_ratio:    ... and the two areas differ by at most this factor ...
+    reid_max_shift:     ... and the centroid is at most this fraction of the frame's shorter side away (a large
+                        object's diameters would otherwise span the frame, and a second large object appearing
+                        anywhere would take a lost one's id). The nearest such track wins (Hungarian on the
+                        distance).
     """
 
     # match_iou, max_missed_frames and min_area_fraction: chosen on the default model's VALIDATION split
@@ -91,9 +94,12 @@ class IouTrackerConfig:
     predict_motion: bool = True
     confirm_frames: int = 1
     # reid_*: chosen on the VALIDATION split with benchmarks/tracker_sweep.py (docs/default_model.md,
-    # "Re-identification"): mtIoU 0.432 -> 0.481; plateau from 5 diameters up and area ratio 3 up.
-    reid_distance: float = 5.0
+    # "Re-identification"): mtIoU 0.432 -> 0.483; flat from 3 diameters up, area ratio 3 up and a shift cap of 0.35
+    # of the short side up. The cap comes from real video: without it a hand that stopped gave its id to the other
+    # hand across the frame (blocks clip), which synthetic clips with small objects cannot show.
+    reid_distance: float = 3.0
     reid_area_ratio: float = 3.0
+    reid_max_shift: float = 0.35
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> IouTrackerConfigError:
@@ -114,7 +120,7 @@ class IouTrackerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise bad(name, f"an integer >= {low}")
-        for name, low in (("reid_distance", 0.0), ("reid_area_ratio", 1.0)):
+        for name, low in (("reid_distance", 0.0), ("reid_area_ratio", 1.0), ("reid_max_shift", 0.0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low <= value < math.inf):
                 raise bad(name, f"a finite number >= {low}")
@@ -358,6 +364,7 @@ class IouTracker:
         if not free_props or not lost:
             return {}
         cost = np.full((len(free_props), len(lost)), np.inf)
+        short_side = min(masks.shape[1:])
         for a, i in enumerate(free_props):
             y0, x0, y1, x1 = boxes[i]
             centroid = _centroid(masks[i, y0:y1, x0:x1], y0, x0)
@@ -369,9 +376,9 @@ class IouTracker:
                 top, left = track.predicted_origin(cfg.predict_motion)
                 predicted = (track.centroid[0] + top - track.top, track.centroid[1] + left - track.left)
                 scale = math.sqrt(max(areas[i], track.area, track.ref_area))
-                distance = min(math.dist(centroid, track.centroid), math.dist(centroid, predicted)) / scale
-                if distance <= cfg.reid_distance:
-                    cost[a, b] = distance
+                shift = min(math.dist(centroid, track.centroid), math.dist(centroid, predicted))
+                if shift <= cfg.reid_distance * scale and shift <= cfg.reid_max_shift * short_side:
+                    cost[a, b] = shift / scale
         if not np.isfinite(cost).any():
             return {}
         from scipy.optimize import linear_sum_assignment

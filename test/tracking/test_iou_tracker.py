@@ -93,7 +93,7 @@ def test_reidentification_after_a_stop_keeps_the_id():
         ids.append(sorted(tracker.step(frame([reappear])).info))
         return ids
 
-    config = IouTrackerConfig(reid_distance=2.0, reid_area_ratio=3.0, max_missed_frames=40)
+    config = IouTrackerConfig(reid_distance=2.0, reid_area_ratio=3.0, reid_max_shift=1.0, max_missed_frames=40)
     # last seen at column 16 (8 px wide, equivalent diameter 8): back at column 4, 12 px = 1.5 diameters away
     # (on the side opposite its old velocity, so the shifted mask is farther still: no IoU match)
     assert run(config, square(4, 4)) == [[1]] * 5
@@ -102,10 +102,18 @@ def test_reidentification_after_a_stop_keeps_the_id():
     big = np.zeros((H, W), bool)
     big[2:18, 0:16] = True  # 4x the area, centroid 0.8 diameters (of the larger) away
     assert run(config, big) == [[1]] * 4 + [[2]]
-    assert run(IouTrackerConfig(reid_distance=2.0, reid_area_ratio=5.0, max_missed_frames=40), big) == [[1]] * 5
+    assert run(IouTrackerConfig(reid_distance=2.0, reid_area_ratio=5.0, reid_max_shift=1.0, max_missed_frames=40),
+               big) == [[1]] * 5
+    # the shift cap: 12 px is 0.375 of the 32-px short side, above a cap of 0.35 (and below 0.4)
+    assert run(IouTrackerConfig(reid_distance=2.0, reid_max_shift=0.35, max_missed_frames=40),
+               square(4, 4)) == [[1]] * 4 + [[2]]
+    assert run(IouTrackerConfig(reid_distance=2.0, reid_max_shift=0.4, max_missed_frames=40),
+               square(4, 4)) == [[1]] * 5
     # a track that died (more than max_missed_frames unseen) is not re-identified
-    assert run(IouTrackerConfig(reid_distance=2.0, max_missed_frames=5), square(4, 4)) == [[1]] * 4 + [[2]]
-    for bad in ({"reid_distance": -1.0}, {"reid_area_ratio": 0.5}, {"reid_distance": float("inf")}):
+    assert run(IouTrackerConfig(reid_distance=2.0, reid_max_shift=1.0, max_missed_frames=5), square(4, 4)) \
+        == [[1]] * 4 + [[2]]
+    for bad in ({"reid_distance": -1.0}, {"reid_area_ratio": 0.5}, {"reid_distance": float("inf")},
+                {"reid_max_shift": -0.1}):
         with pytest.raises(IouTrackerConfigError, match=next(iter(bad))):
             IouTrackerConfig(**bad)
 
@@ -114,7 +122,8 @@ def test_reidentification_compares_with_the_objects_recent_size_not_its_last_fra
     """An object that stops fades out of a GMOS-S mask over a few frames: its last mask is a fragment (here a
     quarter of it). When it moves again at full size, the area ratio to that fragment (4) is above
     reid_area_ratio (3), but not the ratio to its recent full size, so it keeps its id."""
-    tracker = IouTracker(IouTrackerConfig(reid_distance=2.0, reid_area_ratio=3.0, max_missed_frames=40))
+    tracker = IouTracker(IouTrackerConfig(reid_distance=2.0, reid_area_ratio=3.0, reid_max_shift=1.0,
+                                          max_missed_frames=40))
     full = square(8, 20, size=12)
     fragment = np.zeros((H, W), bool)
     fragment[8:14, 20:26] = True  # 36 px of the 144

@@ -95,8 +95,9 @@ class IouTrackerConfig:
     confirm_frames: int = 1
     # reid_*: chosen on the VALIDATION split with benchmarks/tracker_sweep.py (docs/default_model.md,
     # "Re-identification"): mtIoU 0.432 -> 0.483; flat from 3 diameters up, area ratio 3 up and a shift cap of 0.35
-    # of the short side up. The cap comes from real video: without it a hand that stopped gave its id to the other
-    # hand across the frame (blocks clip), which synthetic clips with small objects cannot show.
+    # of the short side up. The cap guards large objects (a hand on a 720p frame is ~250 px across: a few of its
+    # diameters span the frame), which synthetic clips with small objects cannot show; the tightest setting on
+    # the plateau was kept.
     reid_distance: float = 3.0
     reid_area_ratio: float = 3.0
     reid_max_shift: float = 0.35

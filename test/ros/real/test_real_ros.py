@@ -210,7 +210,10 @@ def test_refused_params_file_values_give_one_line_each_and_no_configure(failures
     threshold = [line for line in log.splitlines() if "parameter 'mask_threshold' = 1.5" in line]
     assert len(threshold) == 1 and "in [0.0, 1.0]" in threshold[0], log
     assert "configure refused" in log
-    assert failures["bad_stop"]["rc"] == 0  # SIGTERM to the node under `ros2 run`
+    # SIGTERM to the node under `ros2 run`. (Once, in a whole-suite run, it did not exit within 30 s and could not be
+    # reproduced in 5 targeted runs: the message keeps the node's log tail for the next time.)
+    stop = failures["bad_stop"]
+    assert stop["rc"] == 0, f"rc {stop['rc']} after {stop['stop_s']} s; node log tail:\n{stop['log'][-3000:]}"
     no_traceback(log)
 
 

@@ -133,26 +133,42 @@ class NodeProcess:
         return False
 
     def node_pid(self) -> int:
-        """The node's pid: `ros2 launch` prints it; under `ros2 run` it is the run process's child."""
+        """The node's pid: `ros2 launch` prints it; under `ros2 run` it is the run process's descendant whose
+        command line names the node's executable (not simply the first child: the run process can have others,
+        and the signal must reach the node itself)."""
         match = re.search(r"gmos_node-1\]: process started with pid \[(\d+)\]", self.text())
         if match:
             return int(match.group(1))
-        children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
-        return int(children[0]) if children else self.proc.pid
+        pending, found = [self.proc.pid], []
+        while pending:
+            parent = pending.pop()
+            children = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split()
+            for child in map(int, children):
+                pending.append(child)
+                try:
+                    cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    continue
+                if "gmos_node" in cmdline and "ros2 run" not in cmdline and " run gmos_ros" not in cmdline:
+                    found.append(child)
+        return found[0] if found else self.proc.pid
 
     def stop(self, sig: int, group: bool = True, timeout: float = 30.0) -> dict:
         """``group``: to the process group, as Ctrl-C in a terminal; otherwise to the node process alone."""
         started = time.monotonic()
+        target = None
         if group:
             os.killpg(self.proc.pid, sig)
         else:
-            os.kill(self.node_pid(), sig)
+            target = self.node_pid()
+            os.kill(target, sig)
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             rc = "killed after timeout"
-        return {"rc": rc, "stop_s": round(time.monotonic() - started, 2), "log": self.text()}
+        return {"rc": rc, "stop_s": round(time.monotonic() - started, 2), "log": self.text(), "signalled": target,
+                "run_pid": self.proc.pid}
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -213,7 +213,8 @@ def test_refused_params_file_values_give_one_line_each_and_no_configure(failures
     # SIGTERM to the node under `ros2 run`. (Once, in a whole-suite run, it did not exit within 30 s and could not be
     # reproduced in 5 targeted runs: the message keeps the node's log tail for the next time.)
     stop = failures["bad_stop"]
-    assert stop["rc"] == 0, f"rc {stop['rc']} after {stop['stop_s']} s; node log tail:\n{stop['log'][-3000:]}"
+    assert stop["rc"] == 0, (f"rc {stop['rc']} after {stop['stop_s']} s (SIGTERM to pid {stop['signalled']}, "
+                             f"`ros2 run` pid {stop['run_pid']}); node log tail:\n{stop['log'][-3000:]}")
     no_traceback(log)
 
 

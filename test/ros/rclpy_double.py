@@ -690,6 +690,40 @@ def _spin(node: Node, executor: Any = None) -> None:
     raise _STATE.get("spin_raises", KeyboardInterrupt)()  # no executor: main() returns at once
 
 
+class SingleThreadedExecutor:
+    """rclpy.executors.SingleThreadedExecutor (Humble has the same methods): add_node / remove_node /
+    spin_once(timeout_sec) / shutdown(timeout_sec). There are no callbacks to run here: the first spin_once
+    raises what a signal would make rclpy's raise (``spin_raises``: KeyboardInterrupt for Ctrl-C,
+    ExternalShutdownException for SIGTERM), so main() returns at once."""
+
+    def __init__(self, *, context: Any = None) -> None:
+        self._nodes: list = []
+        self._shutdown = False
+
+    def add_node(self, node: Node) -> bool:
+        if self._shutdown:
+            raise RuntimeError("executor is shut down")  # rclpy: adding to a shut-down executor fails
+        if node in self._nodes:
+            return False
+        self._nodes.append(node)
+        return True
+
+    def remove_node(self, node: Node) -> None:
+        if node in self._nodes:
+            self._nodes.remove(node)
+
+    def spin_once(self, timeout_sec: Any = None) -> None:
+        if timeout_sec is not None and not isinstance(timeout_sec, (int, float)):
+            raise TypeError(f"timeout_sec must be a number or None, got {type(timeout_sec).__name__}")
+        if not self._nodes:
+            raise AssertionError("spin_once on an executor without nodes: nothing would ever run")
+        raise _STATE.get("spin_raises", KeyboardInterrupt)()
+
+    def shutdown(self, timeout_sec: Any = None) -> bool:
+        self._shutdown = True
+        return True
+
+
 def build_modules() -> dict[str, types.ModuleType]:
     """The fake rclpy world as {module name: module} (install with monkeypatch.setitem(sys.modules, ...))."""
     from rosbags.typesys import Stores, get_typestore
@@ -743,7 +777,8 @@ def build_modules() -> dict[str, types.ModuleType]:
     module("rclpy.exceptions", ParameterException=ParameterException,
            InvalidParameterTypeException=InvalidParameterTypeException,
            InvalidParameterValueException=InvalidParameterValueException)
-    module("rclpy.executors", ExternalShutdownException=ExternalShutdownException)
+    module("rclpy.executors", ExternalShutdownException=ExternalShutdownException,
+           SingleThreadedExecutor=SingleThreadedExecutor)
     module("rclpy.qos", QoSProfile=QoSProfile, ReliabilityPolicy=ReliabilityPolicy, HistoryPolicy=HistoryPolicy,
            DurabilityPolicy=DurabilityPolicy)
     rclpy.node, rclpy.lifecycle, rclpy.qos = modules["rclpy.node"], modules["rclpy.lifecycle"], modules["rclpy.qos"]

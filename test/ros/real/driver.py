@@ -165,8 +165,16 @@ class NodeProcess:
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
             rc = "killed after timeout"
+            if target is not None:  # where the node's threads wait (kernel wait channels), for the report
+                threads = []
+                for task in sorted(Path(f"/proc/{target}/task").glob("*")):
+                    try:
+                        threads.append(f"{(task / 'comm').read_text().strip()}:{(task / 'wchan').read_text()}")
+                    except OSError:
+                        pass
+                rc += f" (node threads: {', '.join(threads)})"
+            os.killpg(self.proc.pid, signal.SIGKILL)
         return {"rc": rc, "stop_s": round(time.monotonic() - started, 2), "log": self.text(), "signalled": target,
                 "run_pid": self.proc.pid}
 

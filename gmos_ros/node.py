@@ -384,10 +384,20 @@ class GmosNode(LifecycleNode):
         return response
 
 
+# The node spins with a bounded wait (spin_once with this timeout while rclpy.ok()) rather than rclpy.spin:
+# rclpy's SIGINT/SIGTERM handler shuts the context down and wakes the executor through a guard condition; in
+# whole-test-suite runs a node under `ros2 run` sometimes did not stop on SIGTERM within 30 s (never reproduced
+# alone), so the wait is bounded and the context checked after each one: a lost wake-up costs at most this long.
+SPIN_POLL_S = 0.25
+
+
 def main(args: Optional[list[str]] = None) -> int:
     """Entry point of `ros2 run gmos_ros gmos_node` (autostart: configure + activate at once)."""
+    from rclpy.executors import SingleThreadedExecutor
+
     rclpy.init(args=args)
     node: Optional[GmosNode] = None
+    executor = None  # referenced until main returns: its __del__ must not run before stop signals are ignored
     try:
         node = GmosNode()
         if node.get_parameter("autostart").value:
@@ -395,38 +405,32 @@ def main(args: Optional[list[str]] = None) -> int:
                 node.get_logger().error("GMOS: configure failed; the node stays unconfigured")
             elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 node.get_logger().error("GMOS: activate failed; the node stays inactive")
-        _spin_until_shutdown(node)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=SPIN_POLL_S)
     except (KeyboardInterrupt, ExternalShutdownException):  # Ctrl-C / SIGTERM: a normal stop
         pass
     finally:
         # Ctrl-C in a terminal reaches the node twice (the terminal's SIGINT and `ros2 launch` forwarding it):
-        # a second signal while stopping must not end in a KeyboardInterrupt traceback from atexit handlers.
+        # a second signal while stopping must not end in a KeyboardInterrupt traceback (from atexit handlers, or
+        # from an object's __del__).
         _ignore_stop_signals()
+        if executor is not None:
+            if node is not None:
+                executor.remove_node(node)
+            executor.shutdown(timeout_sec=1.0)
         if node is not None:
-            node.get_logger().info("GMOS: stopping")
+            if rclpy.ok():
+                node.get_logger().info("GMOS: stopping")
+            else:  # a signal shut the context down: /rosout cannot take it, the console can
+                print("[gmos_node] GMOS: stopping", file=sys.stderr, flush=True)
             if node.core is not None:
                 node.core.stop_worker()
             node.destroy_node()
         rclpy.try_shutdown()
         _ignore_stop_signals()  # try_shutdown puts the Python handlers back
     return 0
-
-
-def _spin_until_shutdown(node: "GmosNode", poll_s: float = 0.25) -> None:
-    """``rclpy.spin`` with a bounded wait: rclpy's SIGINT/SIGTERM handler shuts the context down and wakes the
-    executor through a guard condition; in whole-test-suite runs a node under `ros2 run` sometimes did not stop
-    on SIGTERM within 30 s (never reproduced alone), so the wait is bounded and the context checked after each
-    one, and a lost wake-up costs at most ``poll_s``."""
-    from rclpy.executors import SingleThreadedExecutor
-
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        while rclpy.ok():
-            executor.spin_once(timeout_sec=poll_s)
-    finally:
-        executor.remove_node(node)
-        executor.shutdown(timeout_sec=1.0)
 
 
 def _ignore_stop_signals() -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
+import hashlib
 import json
 import os
 import subprocess
@@ -264,16 +265,12 @@ def main(argv=None) -> int:
     notes, timing = [], {}
 
     model_name = None
+    import gmos_core.tracking.iou_tracker as tracker_module
     from gmos_core.tracking import IouTrackerConfig
 
-    # the effective tracker settings (defaults included) are part of every stamp: --reuse must not keep
-    # predictions made with other tracker defaults
+    # the effective tracker settings (defaults included) are part of every stamp, and so is the tracker's code (a
+    # change of its logic leaves the settings unchanged): --reuse must not keep predictions made otherwise
     effective_tracker = IouTrackerConfig(**(tracker_config or {})).to_dict()
-    import hashlib
-
-    import gmos_core.tracking.iou_tracker as tracker_module
-
-    # ... and so is the tracker's code (a change of its logic leaves the settings unchanged)
     tracker_code = hashlib.sha1(Path(tracker_module.__file__).read_bytes()).hexdigest()[:12]
     set_stamp = (json.dumps(meta["wanted"]) + f" frames={args.frames} size={w}x{h}"
                  + f" tracker_defaults={json.dumps(IouTrackerConfig().to_dict(), sort_keys=True)}"

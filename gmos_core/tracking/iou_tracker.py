@@ -364,21 +364,25 @@ class IouTracker:
         lost = [j for j, t in enumerate(self._tracks) if t.missed >= 1 and j not in used]
         if not free_props or not lost:
             return {}
+        # per lost track, once: its areas (last mask, recent full size) and its last and predicted centroids
+        candidates = []
+        for j in lost:
+            track = self._tracks[j]
+            top, left = track.predicted_origin(cfg.predict_motion)
+            predicted = (track.centroid[0] + top - track.top, track.centroid[1] + left - track.left)
+            candidates.append(((float(track.area), track.ref_area), (track.centroid, predicted)))
         cost = np.full((len(free_props), len(lost)), np.inf)
-        short_side = min(masks.shape[1:])
+        max_shift = cfg.reid_max_shift * min(masks.shape[1:])
         for a, i in enumerate(free_props):
             y0, x0, y1, x1 = boxes[i]
             centroid = _centroid(masks[i, y0:y1, x0:x1], y0, x0)
-            for b, j in enumerate(lost):
-                track = self._tracks[j]
-                ratio = min(max(areas[i], ref) / max(1.0, min(areas[i], ref)) for ref in (track.area, track.ref_area))
-                if ratio > cfg.reid_area_ratio:
+            area = float(areas[i])
+            for b, (track_areas, track_centroids) in enumerate(candidates):
+                if min(max(area, ref) / max(1.0, min(area, ref)) for ref in track_areas) > cfg.reid_area_ratio:
                     continue
-                top, left = track.predicted_origin(cfg.predict_motion)
-                predicted = (track.centroid[0] + top - track.top, track.centroid[1] + left - track.left)
-                scale = math.sqrt(max(areas[i], track.area, track.ref_area))
-                shift = min(math.dist(centroid, track.centroid), math.dist(centroid, predicted))
-                if shift <= cfg.reid_distance * scale and shift <= cfg.reid_max_shift * short_side:
+                scale = math.sqrt(max(area, *track_areas))
+                shift = min(math.dist(centroid, c) for c in track_centroids)
+                if shift <= cfg.reid_distance * scale and shift <= max_shift:
                     cost[a, b] = shift / scale
         if not np.isfinite(cost).any():
             return {}
@@ -418,7 +422,7 @@ class IouTracker:
                        centroid=_centroid(mask[y0:y1, x0:x1], y0, x0), motion=motion,
                        state=MotionState.MOVING if motion > self.config.moving_on else MotionState.STATIC,
                        predicted_iou=iou)
-        track.ref_area = float(track.area)
+        track.ref_area = float(track.area)  # its full size so far
         self._next_id = (self._next_id + 1) % (MAX_TRACK_ID + 1)
         self._tracks.append(track)
         return track

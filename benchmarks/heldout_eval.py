@@ -265,16 +265,19 @@ def main(argv=None) -> int:
     notes, timing = [], {}
 
     model_name = None
-    import gmos_core.tracking.iou_tracker as tracker_module
     from gmos_core.tracking import IouTrackerConfig
 
-    # the effective tracker settings (defaults included) are part of every stamp, and so is the tracker's code (a
-    # change of its logic leaves the settings unchanged): --reuse must not keep predictions made otherwise
+    # the effective tracker settings (defaults included) are part of every stamp, and so is the code that turns
+    # network outputs into predictions (the tracker, the refinement stage, edge snapping, the geometric mode: a
+    # change of their logic leaves every setting unchanged): --reuse must not keep predictions made otherwise
     effective_tracker = IouTrackerConfig(**(tracker_config or {})).to_dict()
-    tracker_code = hashlib.sha1(Path(tracker_module.__file__).read_bytes()).hexdigest()[:12]
+    code = hashlib.sha1()
+    for module in ("tracking/iou_tracker.py", "engine/refinement.py", "engine/edge_snap.py", "geometric/engine.py",
+                   "geometric/motion.py"):
+        code.update((REPO / "gmos_core" / module).read_bytes())
     set_stamp = (json.dumps(meta["wanted"]) + f" frames={args.frames} size={w}x{h}"
                  + f" tracker_defaults={json.dumps(IouTrackerConfig().to_dict(), sort_keys=True)}"
-                 + f" tracker_code={tracker_code}")
+                 + f" code={code.hexdigest()[:12]}")
     if "default" in methods or "default-fgbg" in methods:
         config, models, info, wpath = build_default(args.weights, args.device, tracker_config)
         model_name = info.name

@@ -9,7 +9,11 @@ probability replaces the head's for everything downstream (components, IoU track
 The three inputs are brought to the refiner's working size the way training prepared them
 (training/refiner_data.py): the head's logits bilinearly upsampled to the source size and passed through a
 sigmoid, the geometric probability at the source size, and the frame, each area-downsampled with
-``F.interpolate(mode="area")``. The refined map, bilinearly enlarged to the source size, is then snapped to the
+``F.interpolate(mode="area")``. On a frame where the geometric mode decided nothing (``UNDECIDED_CASES``: too
+little texture, an unreliable camera fit, no neighbours; it writes exact zeros there) the refiner is skipped and
+the head's probability goes on alone: the refiner learned the geometric map as evidence, and an empty map reads as
+"certainly static" to it (on a validation clip with a smooth background it erased, on every frame, a moving
+object the head had found). The refined map, bilinearly enlarged to the source size, is then snapped to the
 frame's colour edges (gmos_core.engine.edge_snap; ``EngineConfig.extra["edge_snap"]``, an EdgeSnapConfig or
 mapping, default on). One instance per stream (a reset builds a new handler and so a new stage).
 """
@@ -21,6 +25,9 @@ from types import SimpleNamespace
 import numpy as np
 
 from gmos_core.engine.edge_snap import EdgeSnapConfig, snap_to_edges
+
+# FrameResult.geometry["case"] values on which the geometric mode made no decision (gmos_core/geometric/engine.py)
+UNDECIDED_CASES = frozenset({"low_texture", "unreliable_fit", "no_neighbours"})
 
 
 def working_size(width: int, height: int, pixels: int) -> tuple[int, int]:
@@ -75,7 +82,10 @@ class RefinementStage:
         import torch.nn.functional as F
 
         t0 = time.perf_counter()
-        motion = [result.motion_prob for _, result in self.geometric.process(jobs, None, None, video_hw)]
+        geometric = [result for _, result in self.geometric.process(jobs, None, None, video_hw)]
+        motion = [result.motion_prob for result in geometric]
+        # no geometric decision: the head alone (module docstring)
+        head_only = [result.geometry.get("case") in UNDECIDED_CASES for result in geometric]
         t1 = time.perf_counter()
         with torch.inference_mode():
             rgb, head, prior = refiner_inputs([job.frame.rgb for job in jobs], head_probs, motion, self.pixels)
@@ -83,6 +93,9 @@ class RefinementStage:
             logits = self.refiner(rgb.to(device), head.to(device), prior.to(device)).float()
             up = F.interpolate(logits, size=tuple(video_hw), mode="bilinear", align_corners=False)
             probs = torch.sigmoid(up)[:, 0].cpu().numpy()
+        for i, alone in enumerate(head_only):
+            if alone:
+                probs[i] = head_probs[i]
         t2 = time.perf_counter()
         if self.edge_snap.enabled:
             probs = np.stack([snap_to_edges(job.frame.rgb, prob, self.edge_snap) for job, prob in zip(jobs, probs)])

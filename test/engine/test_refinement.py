@@ -123,3 +123,41 @@ def test_bad_edge_snap_settings_are_named(refined_file):
         run_clip(*_engine("gmos_s", path, edge_snap={"radius": 3}), [])
     with pytest.raises(EdgeSnapConfigError, match="threshold"):
         run_clip(*_engine("gmos_s", path, edge_snap={"threshold": 1.5}), [])
+
+
+def _flat_clip(n=12, h=136, w=240):
+    """A smooth gradient with a flat disc moving across it: too little texture for the geometric mode to decide
+    anything (every frame is its "low_texture" case)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    background = np.stack([60 + 0.4 * xx, 90 + 0.3 * yy, 140 + 0.0 * xx], -1)
+    frames = []
+    for t in range(n):
+        frame = background.copy()
+        frame[(xx - (60 + 6 * t)) ** 2 + (yy - 70) ** 2 < 14 ** 2] = (230, 200, 40)
+        frames.append(frame.clip(0, 255).astype(np.uint8))
+    return frames
+
+
+def test_frames_the_geometric_mode_cannot_decide_get_the_head_alone(refined_file, clip):
+    # the refiner reads the geometric mode's empty map as "certainly static"; where the mode decided nothing the
+    # engine passes the head's probability on instead (snapped as usual). A refinement stage that ran the refiner
+    # on such frames anyway fails the first check; one that skipped it on decided frames fails the second.
+    from gmos_core.engine import EngineConfig
+    from gmos_core.engine.edge_snap import EdgeSnapConfig, snap_to_edges
+    from gmos_core.engine.models import build_engine_models
+    from gmos_core.engine.refinement import UNDECIDED_CASES
+    from gmos_core.engine.streaming import run_clip
+
+    path, _, _ = refined_file
+    flat = _flat_clip()
+    geo_cfg = EngineConfig(mode="geometric", fps=24.0, device="cpu")
+    cases = [r.geometry["case"] for r in run_clip(geo_cfg, build_engine_models(geo_cfg), flat)]
+    assert set(cases) <= UNDECIDED_CASES and cases  # the clip exercises the fallback on every frame
+    head = np.stack([r.fg_prob for r in run_clip(*_engine("gmos_s", path, refiner_off=True), flat)])
+    got = np.stack([r.fg_prob for r in run_clip(*_engine("gmos_s", path), flat)])
+    expected = np.stack([snap_to_edges(f, p, EdgeSnapConfig()) for f, p in zip(flat, head)])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    refined = np.stack([r.fg_prob for r in run_clip(*_engine("gmos_s", path), clip)])
+    textured_head = np.stack([snap_to_edges(f, r.fg_prob, EdgeSnapConfig())
+                              for f, r in zip(clip, run_clip(*_engine("gmos_s", path, refiner_off=True), clip))])
+    assert np.abs(refined - textured_head).max() > 0.2  # a decided clip still goes through the refiner

@@ -25,9 +25,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from gmos_core.engine.edge_snap import EdgeSnapConfig, snap_to_edges
-
-# FrameResult.geometry["case"] values on which the geometric mode made no decision (gmos_core/geometric/engine.py)
-UNDECIDED_CASES = frozenset({"low_texture", "unreliable_fit", "no_neighbours"})
+from gmos_core.geometric.config import UNDECIDED_CASES  # FrameResult.geometry["case"]: no geometric decision
 
 
 def working_size(width: int, height: int, pixels: int) -> tuple[int, int]:
@@ -83,19 +81,18 @@ class RefinementStage:
 
         t0 = time.perf_counter()
         geometric = [result for _, result in self.geometric.process(jobs, None, None, video_hw)]
-        motion = [result.motion_prob for result in geometric]
-        # no geometric decision: the head alone (module docstring)
-        head_only = [result.geometry.get("case") in UNDECIDED_CASES for result in geometric]
+        # no geometric decision: the head alone, without running the refiner (module docstring)
+        decided = [i for i, result in enumerate(geometric) if result.geometry["case"] not in UNDECIDED_CASES]
+        probs = np.array(head_probs, dtype=np.float32)
         t1 = time.perf_counter()
-        with torch.inference_mode():
-            rgb, head, prior = refiner_inputs([job.frame.rgb for job in jobs], head_probs, motion, self.pixels)
-            device = next(self.refiner.parameters()).device
-            logits = self.refiner(rgb.to(device), head.to(device), prior.to(device)).float()
-            up = F.interpolate(logits, size=tuple(video_hw), mode="bilinear", align_corners=False)
-            probs = torch.sigmoid(up)[:, 0].cpu().numpy()
-        for i, alone in enumerate(head_only):
-            if alone:
-                probs[i] = head_probs[i]
+        if decided:
+            with torch.inference_mode():
+                rgb, head, prior = refiner_inputs([jobs[i].frame.rgb for i in decided], probs[decided],
+                                                  [geometric[i].motion_prob for i in decided], self.pixels)
+                device = next(self.refiner.parameters()).device
+                logits = self.refiner(rgb.to(device), head.to(device), prior.to(device)).float()
+                up = F.interpolate(logits, size=tuple(video_hw), mode="bilinear", align_corners=False)
+                probs[decided] = torch.sigmoid(up)[:, 0].cpu().numpy()
         t2 = time.perf_counter()
         if self.edge_snap.enabled:
             probs = np.stack([snap_to_edges(job.frame.rgb, prob, self.edge_snap) for job, prob in zip(jobs, probs)])

@@ -16,6 +16,11 @@ class GeometricConfigError(ValueError):
     """A GeometricConfig field has a value the geometric mode cannot use."""
 
 
+# FrameScore.case values on which the mode makes no decision: its probability is all zeros there (in this module,
+# which needs no OpenCV, so the refinement stage can name them before it checks for OpenCV)
+UNDECIDED_CASES = frozenset({"low_texture", "unreliable_fit", "no_neighbours"})
+
+
 @dataclass
 class GeometricConfig:
     """Parameters of the geometric (weight-free) motion segmentation.

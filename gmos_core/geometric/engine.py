@@ -20,7 +20,7 @@ import numpy as np
 
 from gmos_core.engine.modes import ModeHandler, _window_info, objects_from_labels
 from gmos_core.engine.result import FrameResult
-from gmos_core.geometric.config import GeometricConfig
+from gmos_core.geometric.config import GeometricConfig, UNDECIDED_CASES
 
 GEOMETRIC_DESCRIPTION = "geometric mode (weight-free: OpenCV DIS flow + MAGSAC two-view geometry)"
 STAGES = ("flow", "ego_motion", "residual", "tracking", "postprocess", "total")
@@ -273,7 +273,7 @@ class GeometricHandler(ModeHandler):
                             prior_moving=None if prior is None else prior > 0.5, strength=strength)
         t0 = time.perf_counter()
         prob = score.prob
-        undecided = score.case in ("low_texture", "unreliable_fit", "no_neighbours")
+        undecided = score.case in UNDECIDED_CASES
         if prior is not None and not undecided and self.geo.smoothing > 0:
             prob = (1.0 - self.geo.smoothing) * prob + self.geo.smoothing * prior
         if undecided:

@@ -50,6 +50,17 @@ class GeometricConfig:
     planar_fraction:      the homography model (pure rotation, planar scene, negligible parallax) is used when
                           at least this fraction of the textured points of the longest-baseline neighbour lies
                           on one homography; otherwise the essential (translating camera) model.
+    translation_memory_s: seconds for which a stream that showed a translating camera (a window read with the
+                          essential model on its own evidence) keeps reading windows with the essential model even
+                          where a homography explains ``planar_fraction`` of the points: a handheld or driving
+                          camera keeps translating, and its far background fits a homography while nearer static
+                          objects show parallax, which the homography calls motion. A camera that only rotates
+                          never shows that evidence (its only outliers are the moving objects), and one that stops
+                          translating is read with homographies again after this long. 0 = off.
+    memory_min_parallax:  ... as long as at least this share of the essential model's inliers moves in a way a
+                          rotation alone does not explain (parallax); below it the window is read with
+                          homographies (a camera that stopped translating and now only rotates: with a free
+                          translation the per-pixel depth would explain a moving object away).
     static_flow:          flow below this (internal pixels) counts as "not moving" for the static-camera test.
     static_fraction:      the camera is taken as static when at least this fraction of the textured points
                           does not move (holds even when a moving object covers most of the frame).
@@ -82,6 +93,8 @@ class GeometricConfig:
     ransac_threshold: float = 1.0
     min_explained: float = 0.3
     planar_fraction: float = 0.8
+    translation_memory_s: float = 0.5
+    memory_min_parallax: float = 0.15
     static_flow: float = 0.2
     static_fraction: float = 0.15
     residual_floor: float = 1.0
@@ -118,10 +131,13 @@ class GeometricConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise bad(name, "a positive number")
-        for name in ("planar_fraction", "static_fraction", "min_explained", "candidate_threshold", "moving_enter",
-                     "moving_exit", "track_iou"):
+        for name in ("planar_fraction", "memory_min_parallax", "static_fraction", "min_explained",
+                     "candidate_threshold", "moving_enter", "moving_exit", "track_iou"):
             if not (0.0 < getattr(self, name) <= 1.0):
                 raise bad(name, "a fraction in (0, 1]")
+        if not (isinstance(self.translation_memory_s, (int, float)) and math.isfinite(self.translation_memory_s)
+                and self.translation_memory_s >= 0):
+            raise bad("translation_memory_s", "a number of seconds >= 0")
         if not (0.0 <= self.smoothing < 1.0):
             raise bad("smoothing", "a weight in [0, 1)")
         if not (0.0 <= self.min_area_fraction < 1.0):

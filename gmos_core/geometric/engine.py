@@ -152,6 +152,7 @@ class GeometricHandler(ModeHandler):
             reid_distance=0.0))
         self._grid = None
         self._grid_key = None
+        self._translation_seen_ns: Optional[int] = None  # stamp of the last window that showed a translating camera
         self._previous: Optional[tuple[int, np.ndarray, np.ndarray]] = None  # (index, gray, smoothed prob)
         self._flows: dict[tuple[int, int], np.ndarray] = {}  # DIS steps between buffered frames, by index
         self.flow_computations = 0
@@ -269,8 +270,14 @@ class GeometricHandler(ModeHandler):
         flow_ms = 1000.0 * (time.perf_counter() - t0)
         strength = corner_strength(center)
         textured = strength > self.geo.min_corner_eigen
+        stamp_ns = job.frame.identity.stamp_ns
+        recent = (self.geo.translation_memory_s > 0 and self._translation_seen_ns is not None
+                  and 0 <= stamp_ns - self._translation_seen_ns <= 1e9 * self.geo.translation_memory_s)
         score = score_frame(center, sides, flows, grid, self.geo,
-                            prior_moving=None if prior is None else prior > 0.5, strength=strength)
+                            prior_moving=None if prior is None else prior > 0.5, strength=strength,
+                            prefer_essential=recent)
+        if score.translation_evidence:
+            self._translation_seen_ns = stamp_ns
         t0 = time.perf_counter()
         prob = score.prob
         undecided = score.case in UNDECIDED_CASES
@@ -324,4 +331,5 @@ class GeometricHandler(ModeHandler):
 
     def close(self) -> None:
         self._previous = None
+        self._translation_seen_ns = None
         self._flows.clear()

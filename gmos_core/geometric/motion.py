@@ -86,11 +86,16 @@ class PairGeometry:
     rotation: Optional[np.ndarray] = None
     translation: Optional[np.ndarray] = None
     threshold: float = 0.0  # residual threshold (internal pixels)
+    # why the window's model was chosen (on the reference pair): "inliers" (the homography's share against
+    # planar_fraction), "memory" (the stream showed translation within translation_memory_s), "fallback"
+    # (the essential reading did not hold for the static points)
+    reason: str = ""
+    parallax_share: float = 0.0
 
     def summary(self) -> dict:
         return {"model": self.model, "side": self.side, "points": self.points,
                 "inlier_fraction": round(self.inlier_fraction, 3), "static_fraction": round(self.static_fraction, 3),
-                "threshold_px": round(self.threshold, 3)}
+                "threshold_px": round(self.threshold, 3), **({"reason": self.reason} if self.reason else {})}
 
 
 @dataclass
@@ -101,6 +106,12 @@ class FrameScore:
     case: str  # "static_camera" | "rotation_or_planar" | "general" | "low_texture" | "unreliable_fit" | "no_neighbours"
     pairs: list[PairGeometry] = field(default_factory=list)
     timings_ms: dict = field(default_factory=dict)
+
+    @property
+    def translation_evidence(self) -> bool:
+        """The window itself showed a translating camera: it was read with the essential model on its own
+        evidence (not from the stream's memory of translation, and not undone by the fallback)."""
+        return any(p.model == "essential" and p.reason == "inliers" for p in self.pairs)
 
 
 class PixelGrid:
@@ -170,7 +181,8 @@ def _homography(p0: np.ndarray, p1: np.ndarray, threshold: float):
 
 
 def fit_window(p0: np.ndarray, flows_pts: Sequence[np.ndarray], sides: Sequence[int], grid: PixelGrid,
-               config: GeometricConfig, max_points: int = 400, force_planar: bool = False) -> list[PairGeometry]:
+               config: GeometricConfig, max_points: int = 400, force_planar: bool = False,
+               prefer_essential: bool = False) -> list[PairGeometry]:
     """The camera motion between the centre and every neighbour (see the module docstring).
 
     p0: (N, 2) textured sample points; flows_pts: per neighbour their flow (N, 2) (NaN rows: left the image).
@@ -214,6 +226,10 @@ def fit_window(p0: np.ndarray, flows_pts: Sequence[np.ndarray], sides: Sequence[
     a0, a1, ref_ok = pts(ref)
     h_ref, h_inliers = _homography(a0, a1, thr)
     planar = h_ref is not None and (force_planar or h_inliers.mean() >= config.planar_fraction)
+    reason = "fallback" if force_planar else "inliers"
+    if planar and not force_planar and prefer_essential:
+        planar, reason = False, "memory"
+    pairs[ref].reason = reason
     if planar:
         for i in moving_pairs:
             b0, b1, _ = pts(i)
@@ -233,6 +249,16 @@ def fit_window(p0: np.ndarray, flows_pts: Sequence[np.ndarray], sides: Sequence[
     chosen = np.flatnonzero(e_inliers)[::max(1, int(e_inliers.sum()) // 150)]  # cheirality needs few points
     _, rotation, translation, _ = cv2.recoverPose(e, a0[chosen], a1[chosen], grid.k)
     translation = translation.ravel()
+    # share of the essential inliers whose motion a rotation alone does not explain: the parallax the translation
+    # is measured from
+    h_rot = grid.k @ rotation @ grid.k_inv
+    rot_pred = cv2.perspectiveTransform(a0[e_inliers][None], h_rot)[0]
+    parallax_share = float(np.mean(np.linalg.norm(rot_pred - a1[e_inliers], axis=1) > thr)) if e_inliers.any() else 0.0
+    pairs[ref].parallax_share = parallax_share
+    if reason == "memory" and parallax_share < config.memory_min_parallax:
+        # nothing here shows the translation the stream remembers (the camera now only rotates, or stopped):
+        # with a free translation the per-pixel depth would explain a moving object away
+        return fit_window(p0, flows_pts, sides, grid, config, max_points=max_points, force_planar=True)
     pairs[ref].model = "essential"
     pairs[ref].rotation = rotation.astype(np.float32)
     pairs[ref].translation = translation.astype(np.float32)
@@ -345,7 +371,7 @@ def _dense_residuals(pairs: Sequence[PairGeometry], flows: Sequence[np.ndarray],
 
 def score_frame(center: np.ndarray, sides: Sequence[int], flows: Sequence[np.ndarray], grid: PixelGrid,
                 config: GeometricConfig, prior_moving: Optional[np.ndarray] = None,
-                strength: Optional[np.ndarray] = None) -> FrameScore:
+                strength: Optional[np.ndarray] = None, prefer_essential: bool = False) -> FrameScore:
     """Independent-motion probability of the centre frame from its neighbours (see the module docstring).
 
     sides: per neighbour −1 (past) or +1 (future); flows: centre → neighbour (h, w, 2).
@@ -373,7 +399,7 @@ def score_frame(center: np.ndarray, sides: Sequence[int], flows: Sequence[np.nda
                   & (p0[:, 1] + fp[:, 1] <= h - 1))
         fp[~inside] = np.nan
         flows_pts.append(fp)
-    pairs = fit_window(p0, flows_pts, sides, grid, config)
+    pairs = fit_window(p0, flows_pts, sides, grid, config, prefer_essential=prefer_essential)
     t_fit = time.perf_counter()
     residuals = _dense_residuals(pairs, flows, grid)
     n_essential = sum(p.model == "essential" for p in pairs)

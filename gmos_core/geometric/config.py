@@ -93,7 +93,7 @@ class GeometricConfig:
     ransac_threshold: float = 1.0
     min_explained: float = 0.3
     planar_fraction: float = 0.8
-    translation_memory_s: float = 0.5
+    translation_memory_s: float = 1.0
     memory_min_parallax: float = 0.15
     static_flow: float = 0.2
     static_fraction: float = 0.15

@@ -90,12 +90,16 @@ class PairGeometry:
     # planar_fraction), "memory" (the stream showed translation within translation_memory_s), "fallback"
     # (the essential reading did not hold for the static points)
     reason: str = ""
+    # on the reference pair of an essential reading: share of its inliers whose motion a rotation alone does not
+    # explain (what memory_min_parallax guards)
     parallax_share: float = 0.0
 
     def summary(self) -> dict:
         return {"model": self.model, "side": self.side, "points": self.points,
                 "inlier_fraction": round(self.inlier_fraction, 3), "static_fraction": round(self.static_fraction, 3),
-                "threshold_px": round(self.threshold, 3), **({"reason": self.reason} if self.reason else {})}
+                "threshold_px": round(self.threshold, 3), **({"reason": self.reason} if self.reason else {}),
+                **({"parallax_share": round(self.parallax_share, 3)}
+                   if self.reason and self.model == "essential" else {})}
 
 
 @dataclass

@@ -125,8 +125,10 @@ def reasons(result) -> set:
 def test_a_camera_that_stops_translating_and_rotates_keeps_finding_the_object():
     frames, gts = translate_then_rotate()
     results = run_scene(frames, scenes.intrinsics())
-    # the memory is used (the first windows that mostly fit a homography after the translation)
-    assert any("memory" in reasons(r) for r in results[10:20])
+    # the memory is used (the first windows that mostly fit a homography after the translation), and the results
+    # say how much parallax the remembered translation had to stand on
+    remembered = [p for r in results[10:20] for p in r.geometry["pairs"] if p.get("reason") == "memory"]
+    assert remembered and all(p["parallax_share"] >= GeometricConfig().memory_min_parallax for p in remembered)
     # after the switch every frame is read with homographies again: by the guard (within the memory), then
     # on the inlier share alone (once the memory has expired)
     assert all(r.geometry["case"] == "rotation_or_planar" for r in results[16:])

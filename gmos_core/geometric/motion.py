@@ -234,7 +234,8 @@ def fit_window(p0: np.ndarray, flows_pts: Sequence[np.ndarray], sides: Sequence[
     if planar and not force_planar and prefer_essential:
         planar, reason = False, "memory"
     pairs[ref].reason = reason
-    if planar:
+
+    def read_with_homographies() -> list[PairGeometry]:
         for i in moving_pairs:
             b0, b1, _ = pts(i)
             h, inl = (h_ref, h_inliers) if i == ref else _homography(b0, b1, thr)
@@ -242,6 +243,9 @@ def fit_window(p0: np.ndarray, flows_pts: Sequence[np.ndarray], sides: Sequence[
             pairs[i].homography = h
             pairs[i].inlier_fraction = float(inl.mean()) if len(inl) else 0.0
         return pairs
+
+    if planar:
+        return read_with_homographies()
     e, _ = cv2.findEssentialMat(a0, a1, grid.k, method=cv2.USAC_MAGSAC, prob=0.999, threshold=thr, maxIters=1000)
     if e is None or e.shape[0] < 3:
         for i in moving_pairs:
@@ -261,8 +265,10 @@ def fit_window(p0: np.ndarray, flows_pts: Sequence[np.ndarray], sides: Sequence[
     pairs[ref].parallax_share = parallax_share
     if reason == "memory" and parallax_share < config.memory_min_parallax:
         # nothing here shows the translation the stream remembers (the camera now only rotates, or stopped):
-        # with a free translation the per-pixel depth would explain a moving object away
-        return fit_window(p0, flows_pts, sides, grid, config, max_points=max_points, force_planar=True)
+        # with a free translation the per-pixel depth would explain a moving object away. The reference
+        # homography is already fitted (memory applies only where it explained planar_fraction of the points).
+        pairs[ref].reason = "fallback"
+        return read_with_homographies()
     pairs[ref].model = "essential"
     pairs[ref].rotation = rotation.astype(np.float32)
     pairs[ref].translation = translation.astype(np.float32)

@@ -2,7 +2,8 @@
 the VALIDATION split, without re-running the network for every setting.
 
     OMP_NUM_THREADS=2 python3 benchmarks/tracker_sweep.py --out /tmp/val [--weights FILE] \
-        [--variants benchmarks/tracker_sweep_variants.json] [--split validation]
+        [--variants benchmarks/tracker_sweep_variants.json] [--split validation] \
+        [--normal 16 --static-camera 6 --static-scene 6]   (the clip counts, as heldout_eval.py's)
 
 1. Runs the model once per clip in ``gmos_s`` mode and caches its (refined) foreground probability at the source
    size (``<out>/fg_prob/<seq>.npz``, float16). These are exactly the maps that ``gmos_online --tracker iou``
@@ -123,6 +124,9 @@ def main(argv=None) -> int:
     parser.add_argument("--split", choices=("heldout", "validation"), default="validation")
     parser.add_argument("--variants", default=None,
                         help="JSON file or inline JSON: a list of variant objects (default: the shipped settings)")
+    parser.add_argument("--normal", type=int, default=16, help="clips with moving camera and moving objects")
+    parser.add_argument("--static-camera", type=int, default=6, help="clips with a static camera")
+    parser.add_argument("--static-scene", type=int, default=6, help="static-only clips (only the camera moves)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -138,7 +142,8 @@ def main(argv=None) -> int:
         variants = json.loads(args.variants)
     seed_base = SEED_BASE if args.split == "heldout" else VALIDATION_SEED_BASE
     data_dir = args.out / "data"
-    meta = generate(data_dir, {"normal": 16, "static_camera": 6, "static_scene": 6}, 40, (480, 272), seed_base)
+    meta = generate(data_dir, {"normal": args.normal, "static_camera": args.static_camera,
+                                "static_scene": args.static_scene}, 40, (480, 272), seed_base)
     seqs = meta["sequences"]
     moving = [s for s, m in seqs.items() if m["moving_ids"]]
     static = [s for s, m in seqs.items() if m["kind"] == "static_scene"]

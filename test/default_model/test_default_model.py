@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from training import default_model as DM
+
+REPO = Path(__file__).resolve().parents[2]
 
 FPS = 24.0
 # Clip seeds far from training (1000.., 20000.., 40000..: a few thousand scenes), calibration (950000+) and the
@@ -273,3 +276,37 @@ def test_proposer_extra_dice_counts_only_queries_matched_to_moving_objects():
     a, _ = proposer_losses(out, static, 0.0)
     b, _ = proposer_losses(out, static, 2.0)
     assert float(b - a) == 0.0
+
+
+def test_gpu_continue_config_is_the_gpu_recipe_on_new_scenes():
+    """training/configs/default_gpu_continue.yaml (stage 4): the model, batch and schedule of default.yaml (the GPU
+    recipe the shipped sizes come from), on scenes no earlier stage drew."""
+    from dataclasses import asdict
+
+    from training.default_train import TrainConfig
+
+    configs = REPO / "training" / "configs"
+    base = asdict(TrainConfig.from_yaml(configs / "default.yaml"))
+    cont = asdict(TrainConfig.from_yaml(configs / "default_gpu_continue.yaml"))
+    assert {k for k in base if base[k] != cont[k]} == {"data_seed"}
+    earlier = [TrainConfig.from_yaml(configs / f"{n}.yaml").data_seed
+               for n in ("default", "default_cpu_continue", "default_proposer")]
+    # each stage renders a few thousand scenes upwards of its seed: the new range must not overlap them
+    assert all(abs(cont["data_seed"] - seed) >= 10_000 for seed in earlier)
+
+
+def test_kept_stage4_checkpoint_loads_with_its_metadata():
+    """training/checkpoints/gmos-default-s5-base.safetensors (kept for later sessions, not shipped): a GMOS-S file
+    of the default sizes without a refinement stage, whose metadata names it and its GPU command."""
+    from gmos_core.engine import EngineConfig
+    from gmos_core.engine.models import WeightPaths, build_engine_models
+    from gmos_core.weights.metadata import read_checkpoint_metadata
+
+    path = str(REPO / "training" / "checkpoints" / "gmos-default-s5-base.safetensors")
+    info = read_checkpoint_metadata(path)
+    assert info.name == "gmos-default-s5-base" and info.variant == "gmos_s"
+    assert info.pi3_config == DM.PI3_CONFIG and info.head_config == DM.HEAD_CONFIG
+    assert "default_gpu_continue.yaml" in info.training_command and "--device cuda" in info.training_command
+    models = build_engine_models(EngineConfig(mode="gmos_s", fps=FPS, anchor=info.anchor,
+                                              pixel_limit=info.pixel_limit), weights=WeightPaths(head=path))
+    assert models.refiner is None and models.name == "gmos-default-s5-base"

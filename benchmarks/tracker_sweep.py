@@ -15,9 +15,10 @@ the VALIDATION split, without re-running the network for every setting.
    over the clips with moving objects; static-scene FP rate). Each result is appended to
    ``<out>/tracker_sweep.jsonl``.
 
-The cache holds what the engine gives at the time it is made (with the engine's edge snapping since it exists:
-delete ``<out>/fg_prob`` to re-make it). The empty variant ``{}`` is then the shipped path: its row must equal
-heldout_eval's ``default`` row on the same split (a check that the cache is faithful; it did: 0.432 both).
+The cache holds what the engine gives at the time it is made; it is re-made when the weights file, the clip count
+or any Python file of ``gmos_core`` changes (a digest of them is part of its stamp). The empty variant ``{}`` is
+then the shipped path: its row must equal heldout_eval's ``default`` row on the same split (a check that the cache
+is faithful; it did: 0.432 both).
 """
 from __future__ import annotations
 
@@ -38,6 +39,17 @@ from benchmarks.heldout_eval import (  # noqa: E402
 DEFAULT_VARIANTS = [{}]
 
 
+def code_stamp(package: Path) -> str:
+    """A digest of every Python file under ``package`` (names and contents)."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def cache_probabilities(out: Path, weights: str | None, seqs: list[str], data_dir: Path, device: str) -> Path:
     from gmos_core.engine import EngineConfig
     from gmos_core.engine.models import WeightPaths, build_engine_models
@@ -47,7 +59,8 @@ def cache_probabilities(out: Path, weights: str | None, seqs: list[str], data_di
 
     path = Path(weights or default_model_path()).resolve()
     st = path.stat()
-    stamp = f"{path} size={st.st_size} mtime={st.st_mtime_ns} seqs={len(seqs)}"
+    # the engine's code is part of the stamp: a cache made before an engine change must not be reused
+    stamp = f"{path} size={st.st_size} mtime={st.st_mtime_ns} seqs={len(seqs)} code={code_stamp(REPO / 'gmos_core')}"
     cache = out / "fg_prob"
     marker = cache / ".complete"
     if marker.is_file() and marker.read_text() == stamp:

@@ -50,3 +50,20 @@ def test_grouped_proposals_keep_only_the_components_pixels():
     props = grouped_proposals(prob, 0.5, 2, 0.0)
     assert len(props.masks) == 1 and props.masks[0].sum() == 32
     assert len(grouped_proposals(prob, 0.5, 0, 0.0).masks) == 2
+
+
+def test_code_stamp_changes_with_the_engine_code(tmp_path):
+    """The probability cache is keyed on the engine's code too: editing or adding a file changes the stamp."""
+    from benchmarks.tracker_sweep import code_stamp
+
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "sub" / "b.py").write_text("y = 2\n")
+    first = code_stamp(pkg)
+    assert code_stamp(pkg) == first
+    (pkg / "sub" / "b.py").write_text("y = 3\n")
+    second = code_stamp(pkg)
+    assert second != first
+    (pkg / "c.py").write_text("")
+    assert code_stamp(pkg) != second

@@ -76,6 +76,11 @@ class IouTrackerConfig:
                         object's diameters would otherwise span the frame, and a second large object appearing
                         anywhere would take a lost one's id). The nearest such track wins (Hungarian on the
                         distance).
+    split_cover:        splitting of merged proposals (0 = off): a proposal that holds at least this fraction of
+                        the predicted masks of two or more tracks ...
+    split_max_missed:   ... each seen within this many frames ...
+    split_min_age:      ... and each matched on at least this many frames, is split between them, every pixel
+                        to the track whose predicted mask is nearest.
     """
 
     # match_iou, max_missed_frames and min_area_fraction: chosen on the default model's VALIDATION split
@@ -101,6 +106,9 @@ class IouTrackerConfig:
     reid_distance: float = 3.0
     reid_area_ratio: float = 3.0
     reid_max_shift: float = 0.35
+    split_cover: float = 0.0
+    split_max_missed: int = 1
+    split_min_age: int = 1
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> IouTrackerConfigError:
@@ -117,7 +125,11 @@ class IouTrackerConfig:
             raise bad("motion_smoothing", "a number in (0, 1]")
         if not self.moving_off < self.moving_on:
             raise bad("moving_off", f"a value below moving_on={self.moving_on} (hysteresis)")
-        for name, low in (("max_missed_frames", 0), ("max_tracks", 1), ("confirm_frames", 1)):
+        value = self.split_cover
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 <= value <= 1.0):
+            raise bad("split_cover", "a number in [0, 1] (0 = no splitting)")
+        for name, low in (("max_missed_frames", 0), ("max_tracks", 1), ("confirm_frames", 1),
+                          ("split_max_missed", 0), ("split_min_age", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise bad(name, f"an integer >= {low}")
@@ -276,9 +288,14 @@ class IouTracker:
         areas = proposals.masks.reshape(len(proposals.masks), height * width).sum(1)
         keep = np.flatnonzero(areas >= max(1, math.ceil(cfg.min_area_fraction * height * width)))
         masks, motions, ious = proposals.masks[keep], proposals.motions[keep], proposals.ious[keep]
+        areas = areas[keep]
         boxes = [_bbox(m) for m in masks]
+        if cfg.split_cover > 0 and len(masks) and len(self._tracks) >= 2:
+            masks, motions, ious = self._split_merged(masks, motions, ious, boxes)
+            areas = masks.reshape(len(masks), height * width).sum(1)
+            boxes = [_bbox(m) for m in masks]
 
-        iou = self._iou_matrix(masks, boxes, areas[keep])
+        iou = self._iou_matrix(masks, boxes, areas)
         matched: dict[int, int] = {}  # proposal -> track position
         if iou.size:
             from scipy.optimize import linear_sum_assignment
@@ -286,7 +303,7 @@ class IouTracker:
             rows, cols = linear_sum_assignment(-iou)
             matched = {int(r): int(c) for r, c in zip(rows, cols) if iou[r, c] >= cfg.match_iou}
         if cfg.reid_distance > 0:
-            matched.update(self._reidentify(masks, boxes, areas[keep], matched))
+            matched.update(self._reidentify(masks, boxes, areas, matched))
 
         seen: list[tuple[_Track, np.ndarray]] = []
         matched_tracks = set(matched.values())
@@ -350,6 +367,54 @@ class IouTracker:
                 if inter:
                     iou[i, j] = inter / float(areas[i] + track_area - inter)
         return iou
+
+    def _split_merged(self, masks: np.ndarray, motions: np.ndarray, ious: np.ndarray, boxes):
+        """Proposals that cover two or more recently seen tracks -> one proposal per track.
+
+        Why: a foreground map has no instances; two moving objects that touch or overlap become one connected
+        component, and the IoU step would give it to one track and leave the other object unlabelled for as
+        long as they touch (on the validation clips, 157 of the 683 moving (frame, object) pairs without a
+        prediction were covered by another object's merged mask). Each pixel goes to the track whose predicted
+        mask is nearest (inside a predicted mask: distance 0; inside two: the older track)."""
+        from scipy import ndimage
+
+        cfg = self.config
+        height, width = masks.shape[1:]
+        placed = [(track, *track.predicted_origin(cfg.predict_motion)) for track in self._tracks
+                  if track.missed <= cfg.split_max_missed and track.age >= max(cfg.split_min_age, cfg.confirm_frames)]
+        if len(placed) < 2:
+            return masks, motions, ious
+        out_masks, out_motions, out_ious = [], [], []
+        for i, mask in enumerate(masks):
+            y0, x0, y1, x1 = boxes[i]
+            seeds = []
+            for track, top, left in placed:
+                crop = track.crop
+                ty0, tx0 = max(top, y0), max(left, x0)
+                ty1, tx1 = min(top + crop.shape[0], y1), min(left + crop.shape[1], x1)
+                if ty0 >= ty1 or tx0 >= tx1:
+                    continue
+                seed = np.zeros((y1 - y0, x1 - x0), bool)
+                seed[ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0] = crop[ty0 - top:ty1 - top, tx0 - left:tx1 - left]
+                if np.count_nonzero(seed & mask[y0:y1, x0:x1]) >= cfg.split_cover * max(1, track.area):
+                    seeds.append(seed)
+            if len(seeds) < 2:
+                out_masks.append(mask)
+                out_motions.append(motions[i])
+                out_ious.append(ious[i])
+                continue
+            distance = np.stack([ndimage.distance_transform_edt(~seed) for seed in seeds])
+            owner = np.argmin(distance, axis=0)
+            for k in range(len(seeds)):
+                part = np.zeros((height, width), bool)
+                part[y0:y1, x0:x1] = mask[y0:y1, x0:x1] & (owner == k)
+                if part.any():
+                    out_masks.append(part)
+                    out_motions.append(motions[i])
+                    out_ious.append(ious[i])
+        if len(out_masks) == len(masks):
+            return masks, motions, ious
+        return np.stack(out_masks), np.asarray(out_motions, np.float32), np.asarray(out_ious, np.float32)
 
     def _reidentify(self, masks: np.ndarray, boxes, areas, matched: dict[int, int]) -> dict[int, int]:
         """Proposals the IoU step left unmatched -> lost tracks (missed >= 1) by centroid distance.

@@ -67,3 +67,22 @@ def test_code_stamp_changes_with_the_engine_code(tmp_path):
     assert second != first
     (pkg / "c.py").write_text("")
     assert code_stamp(pkg) != second
+
+
+def test_code_stamp_ignores_the_tracker(tmp_path):
+    """The cached maps come before the tracker: editing gmos_core/tracking keeps the cache, editing the engine
+    does not."""
+    from benchmarks.tracker_sweep import AFTER_THE_CACHE, code_stamp
+
+    assert "tracking" in AFTER_THE_CACHE
+    pkg = tmp_path / "pkg"
+    (pkg / "tracking").mkdir(parents=True)
+    (pkg / "engine").mkdir()
+    (pkg / "tracking" / "t.py").write_text("a = 1\n")
+    (pkg / "engine" / "e.py").write_text("b = 1\n")
+    first = code_stamp(pkg, AFTER_THE_CACHE)
+    (pkg / "tracking" / "t.py").write_text("a = 2\n")
+    assert code_stamp(pkg, AFTER_THE_CACHE) == first
+    assert code_stamp(pkg) != code_stamp(pkg, AFTER_THE_CACHE)
+    (pkg / "engine" / "e.py").write_text("b = 2\n")
+    assert code_stamp(pkg, AFTER_THE_CACHE) != first

@@ -108,3 +108,36 @@ def test_a_base_with_a_refiner_gets_it_replaced(tiny_run, tmp_path):
     assert {k for k in new if not k.startswith("refiner.")} == core
     assert all(torch.equal(new[k], old[k]) for k in core)
     assert new["refiner.out.weight"].shape[1] == 4  # the new refiner, not the old one
+
+
+def test_small_object_weighting():
+    """Off by default (no weights, the batches the shipped refiner saw); on, a 4x4 object gets the capped weight,
+    a large one and the background 1, measured on the whole frame (a crop through a large object keeps 1), and
+    the sampled crops are the same either way. The weights reach the loss."""
+    from training.refiner_train import RefinerTrainConfig, loss_fn, sample_batch, small_object_weights
+
+    target = np.zeros((136, 240), np.float32)
+    target[10:14, 10:14] = 1.0  # 16 px: 0.05 % of the frame -> sqrt(0.01 / 0.00049) = 4.5, capped at 3
+    target[40:130, 20:220] = 1.0  # 55 % of the frame
+    on = RefinerTrainConfig(small_object_weight=3.0, batch_size=6, crop=(100, 200))
+    w = small_object_weights(target, on)
+    assert w[11, 11] == 3.0 and w[60, 60] == 1.0 and w[0, 0] == 1.0 and w[20, 20] == 1.0
+    assert small_object_weights(target, RefinerTrainConfig(small_object_weight=3.0, small_object_area=0.002))[11, 11] \
+        == pytest.approx(np.sqrt(0.002 / (16 / target.size)))
+    data = {"rgb": np.zeros((2, 3, 136, 240), np.uint8), "head": np.zeros((2, 136, 240), np.float16),
+            "motion": np.zeros((2, 136, 240), np.float16), "target": np.stack([target] * 2).astype(np.float16)}
+    off_batch = sample_batch(data, RefinerTrainConfig(batch_size=6, crop=(100, 200)), np.random.default_rng(3))
+    on_batch = sample_batch(data, on, np.random.default_rng(3))
+    assert off_batch[4] is None
+    assert all(torch.equal(a, b) for a, b in zip(off_batch[:4], on_batch[:4]))
+    weight = on_batch[4]
+    assert weight.shape == on_batch[3].shape
+    assert torch.all(weight[on_batch[3] == 0] == 1.0) and torch.all(weight >= 1.0) and torch.all(weight <= 3.0)
+    small = [i for i in range(6) if (weight[i] == 3.0).any()]
+    assert small and all(int((weight[i] == 3.0).sum()) <= 16 for i in small)  # only the small object's pixels
+    assert any(int((weight[i] == 1.0)[on_batch[3][i] > 0].sum()) > 1000 for i in range(6))  # crops of the large one
+    logits = torch.zeros_like(on_batch[3])
+    assert float(loss_fn(logits, on_batch[3], on, weight)) != float(loss_fn(logits, on_batch[3], on))
+    for bad in ({"small_object_weight": 0.5}, {"small_object_area": 0.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            RefinerTrainConfig(**bad)

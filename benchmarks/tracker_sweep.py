@@ -11,7 +11,8 @@ the VALIDATION split, without re-running the network for every setting.
 2. For each variant (a JSON object: ``threshold``, ``merge_px`` (components closer than that are one proposal),
    ``guided`` ({"radius", "eps", "subsample", "color"}: a guided filter of the cached map by the frame before
    thresholding) and any ``gmos_core.tracking.IouTrackerConfig`` field) runs connected components -> IoU tracker
-   on the cached maps, writes MOS-I predictions and scores them as ``benchmarks/heldout_eval.py`` does (MOS-I slhm
+   on the cached maps, writes MOS-I predictions (``<out>/pred_sweep/<key>/``: ``shipped`` for ``{}``, else a digest of
+   the variant, named in ``variant.json`` there) and scores them as ``benchmarks/heldout_eval.py`` does (MOS-I slhm
    over the clips with moving objects; static-scene FP rate). Each result is appended to
    ``<out>/tracker_sweep.jsonl``.
 
@@ -87,6 +88,16 @@ def cache_probabilities(out: Path, weights: str | None, seqs: list[str], data_di
         print(f"[cache] {i + 1}/{len(seqs)} {seq} ({time.perf_counter() - t0:.0f} s)", flush=True)
     marker.write_text(stamp)
     return cache
+
+
+def variant_key(variant: dict) -> str:
+    """The folder name of a variant's predictions and scores: the same variant always writes to the same folder,
+    whatever else a call sweeps (``{}``, the shipped path, is ``shipped``)."""
+    import hashlib
+
+    if not variant:
+        return "shipped"
+    return "v" + hashlib.sha1(json.dumps(variant, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def grouped_proposals(prob: np.ndarray, threshold: float, merge_px: int, iou: float):
@@ -171,18 +182,20 @@ def main(argv=None) -> int:
     cache = cache_probabilities(args.out, args.weights, list(seqs), data_dir, args.device)
 
     results_path = args.out / "tracker_sweep.jsonl"
-    for n, variant in enumerate(variants):
+    for variant in variants:
         name = json.dumps(variant, sort_keys=True)
-        pred_dir = args.out / "pred_sweep" / f"v{n:03d}"
+        key = variant_key(variant)
+        pred_dir = args.out / "pred_sweep" / key
         labels = run_variant(variant, cache, list(seqs), data_dir)
         for seq, frames in labels.items():
             write_prediction(pred_dir, seq, frames)
-        scores = mos_i_scores(pred_dir, data_dir, moving, args.out / "eval_sweep" / f"v{n:03d}")
+        (pred_dir / "variant.json").write_text(name + "\n")
+        scores = mos_i_scores(pred_dir, data_dir, moving, args.out / "eval_sweep" / key)
         scores["static_fp"] = static_fp_rate(pred_dir, static)[0]
         with results_path.open("a") as fh:
-            fh.write(json.dumps({"split": args.split, "variant": variant, **scores}) + "\n")
+            fh.write(json.dumps({"split": args.split, "variant": variant, "pred_dir": str(pred_dir), **scores}) + "\n")
         print(f"{scores['mtiou']:.3f} mtIoU  {scores['j_mov']:.3f} J_mov  {scores['fp_count']:.2f} FP  "
-              f"{scores['static_fp']:.3f} static  {name}", flush=True)
+              f"{scores['static_fp']:.3f} static  {name}  -> {pred_dir}", flush=True)
     return 0
 
 

@@ -86,3 +86,14 @@ def test_code_stamp_ignores_the_tracker(tmp_path):
     assert code_stamp(pkg) != code_stamp(pkg, AFTER_THE_CACHE)
     (pkg / "engine" / "e.py").write_text("b = 2\n")
     assert code_stamp(pkg, AFTER_THE_CACHE) != first
+
+
+def test_each_variant_has_its_own_folder():
+    """Predictions of a variant land in the same folder whatever else a call sweeps (before, the n-th variant of
+    every call wrote to v00n, so a later call silently replaced an earlier one's predictions)."""
+    from benchmarks.tracker_sweep import variant_key
+
+    assert variant_key({}) == "shipped"
+    a = variant_key({"split_cover": 0.5, "split_min_age": 3})
+    assert a == variant_key({"split_min_age": 3, "split_cover": 0.5})  # key order does not matter
+    assert a != variant_key({"split_cover": 0.3, "split_min_age": 3}) and a.startswith("v")

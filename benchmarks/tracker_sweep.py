@@ -17,8 +17,8 @@ the VALIDATION split, without re-running the network for every setting.
    ``<out>/tracker_sweep.jsonl``.
 
 The cache holds what the engine gives at the time it is made; it is re-made when the weights file, the clip count
-or any Python file of ``gmos_core`` but the tracker's changes (a digest of them is part of its stamp). The empty variant ``{}`` is
-then the shipped path: its row must equal heldout_eval's ``default`` row on the same split (a check that the cache
+or any Python file of ``gmos_core`` but the tracker's changes (a digest of them is part of its stamp). The empty
+variant ``{}`` is then the shipped path: its row must equal heldout_eval's ``default`` row on the same split (a check that the cache
 is faithful; it did: 0.432 both).
 """
 from __future__ import annotations
@@ -40,8 +40,8 @@ from benchmarks.heldout_eval import (  # noqa: E402
 DEFAULT_VARIANTS = [{}]
 
 
-# What the cached maps do not depend on: the tracker runs on them, after the cache (editing it must not force
-# a 20-minute re-run of the network).
+# What the cached maps do not depend on: the tracker runs on them, after the cache (editing it must not make the
+# network run again on every clip).
 AFTER_THE_CACHE = ("tracking",)
 
 
@@ -69,7 +69,8 @@ def cache_probabilities(out: Path, weights: str | None, seqs: list[str], data_di
     path = Path(weights or default_model_path()).resolve()
     st = path.stat()
     # the engine's code is part of the stamp: a cache made before an engine change must not be reused
-    stamp = f"{path} size={st.st_size} mtime={st.st_mtime_ns} seqs={len(seqs)} code={code_stamp(REPO / 'gmos_core', AFTER_THE_CACHE)}"
+    code = code_stamp(REPO / "gmos_core", AFTER_THE_CACHE)
+    stamp = f"{path} size={st.st_size} mtime={st.st_mtime_ns} seqs={len(seqs)} code={code}"
     cache = out / "fg_prob"
     marker = cache / ".complete"
     if marker.is_file() and marker.read_text() == stamp:

@@ -134,10 +134,10 @@ def sample_batch(data: dict, cfg: RefinerTrainConfig, rng: np.random.Generator):
             for k in ("head", "motion", "target")]
     weight = None
     if cfg.small_object_weight > 0:
-        whole = {"w": [small_object_weights(data["target"][i].astype(np.float32), cfg) for i in idx]}
-        weight = np.stack([(lambda a: a[..., ::-1] if f else a)(whole["w"][j][y:y + ch, x:x + cw])
-                           for j, (y, x, f) in enumerate(zip(ys, xs, flips))]).astype(np.float32)[:, None]
-        weight = torch.from_numpy(np.ascontiguousarray(weight))
+        whole = [small_object_weights(data["target"][i].astype(np.float32), cfg) for i in idx]
+        tiles = [w[y:y + ch, x:x + cw] for w, y, x in zip(whole, ys, xs)]
+        weight = np.stack([t[:, ::-1] if f else t for t, f in zip(tiles, flips)])[:, None]
+        weight = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32))
     return (torch.from_numpy(rgb), *(torch.from_numpy(np.ascontiguousarray(m)) for m in maps), weight)
 
 

@@ -170,6 +170,18 @@ def build_geometric(device: str):
     return config, models
 
 
+def code_stamp(package: Path, exclude: tuple[str, ...] = ()) -> str:
+    """A digest of every Python file under ``package`` (names and contents), but those under the sub-folders
+    named in ``exclude``: part of the stamps that decide whether saved predictions or maps are reused."""
+    digest = hashlib.sha1()
+    for path in sorted(package.rglob("*.py")):
+        if path.relative_to(package).parts[0] in exclude:
+            continue
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def _done(pred_dir: Path, stamp: str) -> bool:
     marker = pred_dir / ".complete"
     return marker.is_file() and marker.read_text() == stamp
@@ -267,17 +279,13 @@ def main(argv=None) -> int:
     model_name = None
     from gmos_core.tracking import IouTrackerConfig
 
-    # the effective tracker settings (defaults included) are part of every stamp, and so is the code that turns
-    # network outputs into predictions (the tracker, the refinement stage, edge snapping, the geometric mode: a
-    # change of their logic leaves every setting unchanged): --reuse must not keep predictions made otherwise
+    # the effective tracker settings (defaults included) are part of every stamp, and so is gmos_core's code (a
+    # change of the tracker's, the refinement stage's or the geometric mode's logic leaves every setting unchanged):
+    # --reuse must not keep predictions made otherwise
     effective_tracker = IouTrackerConfig(**(tracker_config or {})).to_dict()
-    code = hashlib.sha1()
-    for module in ("tracking/iou_tracker.py", "engine/refinement.py", "engine/edge_snap.py", "geometric/engine.py",
-                   "geometric/motion.py"):
-        code.update((REPO / "gmos_core" / module).read_bytes())
     set_stamp = (json.dumps(meta["wanted"]) + f" frames={args.frames} size={w}x{h}"
                  + f" tracker_defaults={json.dumps(IouTrackerConfig().to_dict(), sort_keys=True)}"
-                 + f" code={code.hexdigest()[:12]}")
+                 + f" code={code_stamp(REPO / 'gmos_core')}")
     if "default" in methods or "default-fgbg" in methods:
         config, models, info, wpath = build_default(args.weights, args.device, tracker_config)
         model_name = info.name

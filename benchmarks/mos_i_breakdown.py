@@ -31,15 +31,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-AREA_BINS = (0.002, 0.005, 0.02)  # fractions of the frame (0.002 = the IoU tracker's min_area_fraction)
+# object sizes (fractions of the frame; 0.002 = the IoU tracker's min_area_fraction): (upper edge, name)
+SIZE_BINS = ((0.002, "< 0.2 %"), (0.005, "0.2-0.5 %"), (0.02, "0.5-2 %"), (float("inf"), ">= 2 %"))
 MERGE_COVER = 0.3  # an id covering this much of a second object merges the two
 
 
 def _size_bin(fraction: float) -> str:
-    for edge, name in zip(AREA_BINS, ("< 0.2 %", "0.2-0.5 %", "0.5-2 %")):
-        if fraction < edge:
-            return name
-    return ">= 2 %"
+    return next(name for edge, name in SIZE_BINS if fraction < edge)
 
 
 def breakdown_sequence(gt_frames: list[np.ndarray], pred_frames: list[np.ndarray], time_anno: dict,
@@ -128,7 +126,7 @@ def format_report(total: dict) -> str:
              f"    merged with another  {total['merged']:6d}  {total['merged'] / g:.2f}",
              f"    under another id     {total['other_id']:6d}  {total['other_id'] / g:.2f}",
              f"    not detected         {undetected:6d}  {undetected / g:.2f}"]
-    for size in ("< 0.2 %", "0.2-0.5 %", "0.5-2 %", ">= 2 %"):
+    for _, size in SIZE_BINS:
         k = total["not_detected"].get(size, 0)
         lines.append(f"      object {size:<10}   {k:6d}  {k / g:.2f}")
     lines += [f"predicted (frame, id) pairs P = {total['P']}",

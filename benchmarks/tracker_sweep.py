@@ -18,8 +18,8 @@ the VALIDATION split, without re-running the network for every setting.
 
 The cache holds what the engine gives at the time it is made; it is re-made when the weights file, the clip count
 or any Python file of ``gmos_core`` but the tracker's changes (a digest of them is part of its stamp). The empty
-variant ``{}`` is then the shipped path: its row must equal heldout_eval's ``default`` row on the same split (a check that the cache
-is faithful; it did: 0.432 both).
+variant ``{}`` is then the shipped path: its row must equal heldout_eval's ``default`` row on the same split (a
+check that the cache is faithful; it did: 0.432 both).
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.heldout_eval import (  # noqa: E402
-    SEED_BASE, VALIDATION_SEED_BASE, FPS, generate, mos_i_scores, read_frames, static_fp_rate, write_prediction)
+    SEED_BASE, VALIDATION_SEED_BASE, FPS, code_stamp, generate, mos_i_scores, read_frames, static_fp_rate,
+    write_prediction)
 
 DEFAULT_VARIANTS = [{}]
 
@@ -43,20 +44,6 @@ DEFAULT_VARIANTS = [{}]
 # What the cached maps do not depend on: the tracker runs on them, after the cache (editing it must not make the
 # network run again on every clip).
 AFTER_THE_CACHE = ("tracking",)
-
-
-def code_stamp(package: Path, exclude: tuple[str, ...] = ()) -> str:
-    """A digest of every Python file under ``package`` (names and contents), but those under the sub-folders
-    named in ``exclude``."""
-    import hashlib
-
-    digest = hashlib.sha1()
-    for path in sorted(package.rglob("*.py")):
-        if path.relative_to(package).parts[0] in exclude:
-            continue
-        digest.update(str(path.relative_to(package)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
 
 
 def cache_probabilities(out: Path, weights: str | None, seqs: list[str], data_dir: Path, device: str) -> Path:

@@ -291,9 +291,11 @@ class IouTracker:
         areas = areas[keep]
         boxes = [_bbox(m) for m in masks]
         if cfg.split_cover > 0 and len(masks) and len(self._tracks) >= 2:
-            masks, motions, ious = self._split_merged(masks, motions, ious, boxes)
-            areas = masks.reshape(len(masks), height * width).sum(1)
-            boxes = [_bbox(m) for m in masks]
+            split = self._split_merged(masks, motions, ious, boxes)
+            if split[0] is not masks:  # something was split: the parts need their own areas and boxes
+                masks, motions, ious = split
+                areas = masks.reshape(len(masks), height * width).sum(1)
+                boxes = [_bbox(m) for m in masks]
 
         iou = self._iou_matrix(masks, boxes, areas)
         matched: dict[int, int] = {}  # proposal -> track position

@@ -3,7 +3,8 @@
 #   1. the GMOS-S part (Pi3-style encoder, SAM 2 image encoder, GMOS-S head): training/configs/default_cpu.yaml,
 #      HEAD_MIN minutes of training;
 #   2. the refinement stage on that head's (uncalibrated) output and the geometric mode's:
-#      training/configs/default_cpu90_refiner.yaml, about 20 minutes of engine outputs + REFINER_MIN of training.
+#      training/configs/default_cpu90_refiner.yaml, about 27 minutes of rendering and engine outputs, then REFINER_MIN
+#      of training.
 # Usage: bash training/retrain_default_cpu90.sh [OUT_DIR=runs/default_cpu90] [HEAD_MIN=30] [REFINER_MIN=30]
 # (HEAD_CONFIG / REFINER_CONFIG in the environment replace the two configs: the test runs the script on tiny ones.)
 # Result: OUT_DIR/gmos_default.safetensors (name gmos-default-cpu90). Each step resumes (--resume) if re-run.

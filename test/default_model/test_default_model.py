@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from test.training.tiny_configs import TINY_DEFAULT_TRAIN_YAML
 from training import default_model as DM
 
 REPO = Path(__file__).resolve().parents[2]
@@ -138,9 +139,7 @@ def test_training_smoke_run_and_resume(tmp_path):
     from training.default_train import main
 
     cfg = tmp_path / "smoke.yaml"
-    cfg.write_text("steps: 2\nbatch_size: 2\npool_clips: 2\nrefresh_every: 1\nrefresh_clips: 1\nclip_frames: 9\n"
-                   "render_width: 128\nrender_height: 72\nstrides: [1, 2]\nlog_every: 1\ncheckpoint_every: 1\n"
-                   "threads: 1\nval_clips: 3\n")
+    cfg.write_text(TINY_DEFAULT_TRAIN_YAML)
     out = tmp_path / "run"
     assert main(["--config", str(cfg), "--out-dir", str(out)]) == 0
     info = read_checkpoint_metadata(out / "gmos_default.safetensors")
@@ -218,10 +217,7 @@ def test_proposer_variant_trains_from_the_shipped_backbone_and_runs_in_the_engin
     from training.default_train import main
 
     cfg = tmp_path / "proposer.yaml"
-    cfg.write_text("variant: proposer\nname: smoke-proposer\nproposer_dice_weight: 1.0\nsteps: 2\nbatch_size: 2\n"
-                   "pool_clips: 2\n"
-                   "refresh_every: 1\nrefresh_clips: 1\nclip_frames: 9\nrender_width: 128\nrender_height: 72\n"
-                   "strides: [1, 2]\nlog_every: 1\ncheckpoint_every: 1\nthreads: 1\nval_clips: 3\n")
+    cfg.write_text("variant: proposer\nname: smoke-proposer\nproposer_dice_weight: 1.0\n" + TINY_DEFAULT_TRAIN_YAML)
     out = tmp_path / "run"
     assert main(["--config", str(cfg), "--out-dir", str(out), "--init-from", str(_weights_path())]) == 0
     path = out / "gmos_default.safetensors"

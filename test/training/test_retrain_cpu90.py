@@ -3,16 +3,17 @@ both steps run, the refinement stage is trained on the *uncalibrated* head of st
 pushed to "call nothing", which would leave the refiner no head signal), and the result is one default-model file
 with that head unchanged and a refiner added."""
 import json
-from dataclasses import asdict
 import os
 import subprocess
 import sys
-from pathlib import Path
+from dataclasses import asdict
 
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from test.conftest import REPO_ROOT as ROOT
+from test.training.tiny_configs import TINY_DEFAULT_TRAIN_YAML
+
 SCRIPT = ROOT / "training" / "retrain_default_cpu90.sh"
 
 
@@ -34,9 +35,7 @@ def test_the_recipe_runs_both_steps_on_tiny_configs(tmp_path):
     from gmos_core.weights.metadata import read_checkpoint_metadata
 
     head_cfg = tmp_path / "head.yaml"
-    head_cfg.write_text("steps: 2\nbatch_size: 2\npool_clips: 2\nrefresh_every: 1\nrefresh_clips: 1\nclip_frames: 9\n"
-                        "render_width: 128\nrender_height: 72\nstrides: [1, 2]\nlog_every: 1\ncheckpoint_every: 1\n"
-                        "threads: 1\nval_clips: 3\n")
+    head_cfg.write_text(TINY_DEFAULT_TRAIN_YAML)
     refiner_cfg = tmp_path / "refiner.yaml"
     refiner_cfg.write_text(yaml.safe_dump({"clips_normal": 1, "clips_static_camera": 1, "clips_static_scene": 0,
                                            "frames": 8, "steps": 4, "batch_size": 2, "log_every": 2,
